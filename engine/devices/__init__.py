@@ -1,0 +1,1 @@
+"""Devices: the physical address map and, later, DIMMs and the balloon."""

@@ -1,0 +1,389 @@
+"""Machine: the simulated computer — builds every subsystem, owns the one lock.
+
+Locking: `Machine.mu` (an RLock) is the engine lock. Every public method of
+Machine takes it, so engine users (tests, the FUSE adapter) never see a
+half-done mutation; snapshot methods copy numbers under it and return frozen
+data that is formatted outside it. Nothing blocks or waits while holding it.
+Subsystems below (pmm, devices) assume the caller holds it.
+
+Commands validate everything first and mutate after, so a rejected command
+(EngineError) leaves the machine exactly as it was.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from . import views
+from .clock import Clock, Ticker
+from .config import ConfigError, MachineConfig
+from .devices.iomem import PhysMap, Resource
+from .errors import InvalidArgument, OutOfMemory
+from .kmsg import KernelLog
+from .pmm import watermarks
+from .pmm.allocator import PhysicalAllocator
+from .pmm.boot import boot
+from .pmm.frames import TYPE_MASK, MigrateType, PageType
+from .pmm.zone import NR_ZONES, ZONE_NAMES, ZONE_NORMAL, Zone
+from .stats import event_counters
+from .swap import SwapDevice
+from .sysctl import all_tunables
+from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two
+
+
+class Machine:
+    def __init__(self, cfg: MachineConfig, *, paused: bool = False):
+        self.mu = threading.RLock()
+        self.config = cfg
+        self.boot_time = int(time.time())           # wall-clock epoch of boot (stat btime)
+        self.clock = Clock(cfg.clock.hz, cfg.clock.tick_ms, paused)
+        self.kmsg = KernelLog()
+        self.events = event_counters()
+        layout = boot(cfg)
+        self.ft = layout.ft
+        self.node_zones: list[list[Zone]] = layout.node_zones
+        self.node_ram = layout.node_ram
+        self.reservations = layout.reservations
+        self.memmap_pages = layout.memmap_pages
+        self.cpu_node = {cpu: node.id for node in cfg.nodes for cpu in node.cpus}
+        self.pmm = PhysicalAllocator(self.ft, self.node_zones, cfg.distance, self.cpu_node,
+                                     self.events)
+        self.physmap = PhysMap(cfg)
+        self.swap = [SwapDevice.from_config(s, -2 - i if s.priority is None else s.priority)
+                     for i, s in enumerate(cfg.swap)]
+        self.tunables = {t.name: t for t in all_tunables()}
+        self.sysctl = self._initial_sysctl(cfg)
+        self._apply_tunables()
+        self._ticker: Ticker | None = None
+        views.log_boot(self)
+
+    # ------------------------------------------------------------------
+    # construction helpers
+    # ------------------------------------------------------------------
+
+    @property
+    def zones(self) -> list[Zone]:
+        return self.pmm.zones
+
+    def _initial_sysctl(self, cfg: MachineConfig) -> dict:
+        values = {}
+        for name, t in self.tunables.items():
+            if name in cfg.sysctl:
+                raw = cfg.sysctl[name]
+                try:
+                    values[name] = t.validate(tuple(raw) if isinstance(raw, list) else raw)
+                except ValueError as e:
+                    raise ConfigError(f"sysctl.{name}", str(e)) from None
+                if t.length and len(values[name]) != t.length:
+                    raise ConfigError(f"sysctl.{name}", f"expected {t.length} values")
+            elif t.default is None:
+                values[name] = watermarks.default_min_free_kbytes(watermarks.lowmem_pages(self.zones))
+            else:
+                values[name] = t.default
+        return values
+
+    def _apply_tunables(self) -> None:
+        """Recompute everything the tunables feed: watermarks, protection, per-cpu stacks."""
+        s = self.sysctl
+        watermarks.setup_watermarks(self.zones, s["min_free_kbytes"], s["watermark_scale_factor"])
+        watermarks.setup_lowmem_reserve(self.node_zones, s["lowmem_reserve_ratio"])
+        for z in self.zones:
+            watermarks.setup_pcp(z, s["percpu_pagelist_high_fraction"])
+            for pcp in z.pcp.values():
+                if pcp.count > pcp.high:
+                    z._pcp_drain(pcp, pcp.count - pcp.high)
+
+    # ------------------------------------------------------------------
+    # time
+    # ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the ticker thread (the mount does; engine tests step by hand)."""
+        with self.mu:
+            if self._ticker is None:
+                self._ticker = Ticker(self)
+                self._ticker.start()
+
+    def shutdown(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker:
+            ticker.stop()
+
+    def step(self, n: int = 1) -> None:
+        """Advance n ticks. Each tick runs the background tasks due (none yet at this layer)."""
+        with self.mu:
+            self.clock.tick += n
+
+    def clock_command(self, verb: str, arg: int | None = None) -> None:
+        with self.mu:
+            if verb == "pause":
+                self.clock.paused = True
+            elif verb == "resume":
+                self.clock.paused = False
+            elif verb == "hz":
+                self.clock.hz = arg
+            elif verb == "step":
+                self.step(arg)
+        if self._ticker:
+            self._ticker.poke()
+
+    def log(self, text: str) -> None:
+        with self.mu:
+            self.kmsg.log(self.clock.uptime_us, text)
+
+    # ------------------------------------------------------------------
+    # sysctl
+    # ------------------------------------------------------------------
+
+    def sysctl_read(self, name: str) -> str:
+        with self.mu:
+            return self.tunables[name].format(self.sysctl[name])
+
+    def sysctl_write(self, name: str, text: str) -> None:
+        t = self.tunables[name]
+        try:
+            value = t.parse(text)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+        with self.mu:
+            if t.length and len(value) < t.length:       # like proc_dointvec: the rest stays
+                value = value + tuple(self.sysctl[name][len(value):])
+            self.sysctl[name] = value
+            # Only one of the pair is in force: setting one disables the other (reads 0).
+            other = {"overcommit_kbytes": "overcommit_ratio", "overcommit_ratio": "overcommit_kbytes"}
+            if name in other:
+                self.sysctl[other[name]] = 0
+            self._apply_tunables()
+            self.kmsg.log(self.clock.uptime_us, f"sysctl: vm.{name} = {t.format(value).strip()}")
+
+    # ------------------------------------------------------------------
+    # physical allocation commands (palloc / pfree)
+    # ------------------------------------------------------------------
+
+    def _cpu_for(self, node: int | None) -> int:
+        if node is None:
+            return 0
+        cpus = self.config.nodes[node].cpus
+        return cpus[0] if cpus else 0
+
+    def _eligible(self, *, node: int | None, zone: str | None, below_pfn: int | None
+                  ) -> tuple[tuple[Zone, ...], int]:
+        """The zones a palloc may use, in fallback order, and the highest zone index."""
+        if node is not None and not 0 <= node < len(self.node_zones):
+            raise InvalidArgument(f"palloc: node={node}: this machine has nodes 0-{len(self.node_zones) - 1}")
+        highest = ZONE_NORMAL
+        if zone is not None:
+            names = {n.lower(): i for i, n in enumerate(ZONE_NAMES)}
+            if zone.lower() not in names:
+                raise InvalidArgument(f"palloc: zone={zone}: unknown zone (known: {', '.join(ZONE_NAMES)})")
+            highest = names[zone.lower()]
+        zonelist = self.pmm.zonelist(node if node is not None else self.cpu_node[0], highest)
+        if node is not None:
+            zonelist = tuple(z for z in zonelist if z.node_id == node)
+        if zone is not None:
+            zonelist = tuple(z for z in zonelist if z.idx == highest)
+        if below_pfn is not None:
+            zonelist = tuple(z for z in zonelist if z.start_pfn < below_pfn)
+            if zonelist:
+                highest = max(z.idx for z in zonelist)
+        if not zonelist:
+            where = " ".join(x for x in (f"node={node}" if node is not None else "",
+                                         f"zone={zone}" if zone else "",
+                                         f"below={below_pfn << PAGE_SHIFT:#x}" if below_pfn is not None else "")
+                             if x)
+            raise InvalidArgument(f"palloc: no zone with memory matches {where}")
+        return zonelist, highest
+
+    def palloc(self, *, count: int = 1, zone: str | None = None, node: int | None = None,
+               contiguous: bool = False, below: int | None = None, align: int | None = None,
+               boundary: int | None = None) -> list[tuple[int, int]]:
+        """Allocate frames for a kernel user (a driver). Returns runs (first pfn, nr frames).
+
+        With contiguous, align, boundary or below, the constrained allocator
+        finds one physically contiguous buffer; otherwise frames come one by
+        one from the per-cpu free-page stacks, wherever they are.
+        """
+        if count < 1:
+            raise InvalidArgument("palloc: count must be at least 1")
+        for key, size in (("align", align), ("boundary", boundary)):
+            if size is not None and (not is_power_of_two(size) or size < PAGE_SIZE):
+                raise InvalidArgument(f"palloc: {key}={fmt_size(size)} must be a power of two, at least 4K")
+        if count > 1 and not contiguous and (align or boundary):
+            raise InvalidArgument("palloc: align= and boundary= describe one contiguous buffer: "
+                                  "add contiguous")
+        if boundary is not None and count * PAGE_SIZE > boundary:
+            raise InvalidArgument(f"palloc: {count} pages ({fmt_size(count * PAGE_SIZE)}) cannot fit "
+                                  f"inside one {fmt_size(boundary)} boundary")
+        if below is not None and below < PAGE_SIZE:
+            raise InvalidArgument(f"palloc: below={below:#x} leaves no frame below it")
+        below_pfn = None if below is None else below >> PAGE_SHIFT
+        with self.mu:
+            zonelist, highest = self._eligible(node=node, zone=zone, below_pfn=below_pfn)
+            cpu = self._cpu_for(node)
+            constrained = contiguous or align or boundary or below is not None
+            if constrained and (contiguous or count == 1):
+                runs = self._palloc_contig(count, zonelist, highest, below_pfn, align, boundary, cpu)
+            elif constrained:
+                runs = self._palloc_below(count, zonelist, highest, below_pfn, cpu)
+            else:
+                runs = self._palloc_pages(count, zonelist, highest, cpu)
+            desc = ", ".join(f"{p:#x}" if n == 1 else f"{p:#x}-{p + n - 1:#x}" for p, n in runs[:8])
+            more = f" and {len(runs) - 8} more runs" if len(runs) > 8 else ""
+            self.kmsg.log(self.clock.uptime_us, f"palloc: {count} page{'s' * (count > 1)} "
+                                                f"at pfn {desc}{more}")
+            return runs
+
+    def _palloc_contig(self, count, zonelist, highest, below_pfn, align, boundary, cpu):
+        align_pages = (align or PAGE_SIZE) >> PAGE_SHIFT
+        boundary_pages = None if boundary is None else boundary >> PAGE_SHIFT
+        found = self.pmm.find_contig(count, zonelist, highest=highest, below_pfn=below_pfn,
+                                     align_pages=align_pages, boundary_pages=boundary_pages)
+        if found is None:
+            raise OutOfMemory(f"palloc: no run of {count} free contiguous frames meets the "
+                              f"constraints in {_zone_names(zonelist)} (above min watermarks)")
+        z, start = found
+        self.pmm.take_contig(z, start, count, cpu=cpu)
+        return [(start, count)]
+
+    def _palloc_pages(self, count, zonelist, highest, cpu):
+        avail = self.pmm.available_pages(zonelist, highest)
+        if avail < count:
+            raise OutOfMemory(f"palloc: {count} pages asked, {avail} free above the min "
+                              f"watermarks of {_zone_names(zonelist)}")
+        pfns = []
+        for _ in range(count):
+            pfn = self.pmm.try_alloc_page(node=zonelist[0].node_id, cpu=cpu, highest=highest,
+                                          mt=MigrateType.UNMOVABLE, zones=zonelist)
+            if pfn is None:       # cannot happen after the check above; undo rather than leak
+                for p in pfns:
+                    self.pmm.free_page(p, cpu=cpu)
+                raise OutOfMemory("palloc: ran out of frames half-way; nothing was allocated")
+            pfns.append(pfn)
+        return _runs(pfns)
+
+    def _palloc_below(self, count, zonelist, highest, below_pfn, cpu):
+        free = 0
+        flags = self.ft.flags_np()
+        for z in zonelist:
+            hi = min(z.end_pfn, below_pfn)
+            below_here = int(np.count_nonzero((flags[z.start_pfn:hi] & TYPE_MASK) == PageType.FREE))
+            free += min(below_here, max(0, z.free_pages - z.wmark_min - z.lowmem_reserve[highest]))
+        if free < count:
+            raise OutOfMemory(f"palloc: {count} pages asked, {free} free below "
+                              f"{below_pfn << PAGE_SHIFT:#x} above the min watermarks")
+        pfns = []
+        for _ in range(count):
+            z, pfn = self.pmm.find_contig(1, zonelist, highest=highest, below_pfn=below_pfn,
+                                          align_pages=1, boundary_pages=None)
+            self.pmm.take_contig(z, pfn, 1, cpu=cpu)
+            pfns.append(pfn)
+        return _runs(pfns)
+
+    def pfree(self, runs: list[tuple[int, int]]) -> int:
+        """Free frames that palloc handed out. All named frames must be palloc'd, or nothing is freed."""
+        with self.mu:
+            flags = self.ft.flags_np()
+            seen = set()
+            for start, n in runs:
+                if n < 1:
+                    raise InvalidArgument("pfree: count must be at least 1")
+                if start + n > self.ft.max_pfn:
+                    raise InvalidArgument(f"pfree: pfn {max(start, self.ft.max_pfn):#x} is beyond the "
+                                          f"last frame of RAM ({self.ft.max_pfn - 1:#x})")
+                types = flags[start:start + n] & TYPE_MASK
+                bad = np.flatnonzero(types != PageType.KERNEL)
+                if bad.size:
+                    pfn = start + int(bad[0])
+                    raise InvalidArgument(f"pfree: frame {pfn:#x} {_describe(int(types[bad[0]]))}; "
+                                          f"pfree takes only frames that palloc handed out")
+                for p in range(start, start + n):
+                    if p in seen:
+                        raise InvalidArgument(f"pfree: frame {p:#x} is named twice")
+                    seen.add(p)
+            for start, n in runs:
+                for p in range(start, start + n):
+                    self.pmm.free_page(p, cpu=0)
+            self.kmsg.log(self.clock.uptime_us, f"pfree: {len(seen)} page{'s' * (len(seen) > 1)}")
+            return len(seen)
+
+    # ------------------------------------------------------------------
+    # devices
+    # ------------------------------------------------------------------
+
+    def place_bar(self, size: int, *, name: str | None = None, wide: bool = False,
+                  prefetch: bool = False) -> Resource:
+        with self.mu:
+            bar = self.physmap.place_bar(size, name=name, wide=wide, prefetch=prefetch)
+            self.kmsg.log(self.clock.uptime_us,
+                          f"pci {bar.name}: BAR 0 [mem {bar.start:#018x}-{bar.end - 1:#018x}"
+                          f"{' 64bit' if wide else ''}{' pref' if prefetch else ''}]: assigned")
+            return bar
+
+    # ------------------------------------------------------------------
+    # snapshots (gathered under the lock, formatted by the caller)
+    # ------------------------------------------------------------------
+
+    def meminfo(self, node: int | None = None) -> views.MemInfo:
+        with self.mu:
+            return views.meminfo(self, node)
+
+    def zoneinfo(self) -> list[views.ZoneView]:
+        with self.mu:
+            return [views.zone_view(self, z) for z in self.zones]
+
+    def vmstat(self) -> list[tuple[str, int]]:
+        with self.mu:
+            return views.vmstat(self)
+
+    def node_stats(self, node: int) -> list[tuple[str, int]]:
+        with self.mu:
+            return views.node_counters(self, node)
+
+    def iomem(self) -> list[tuple[int, int, int, str]]:
+        with self.mu:
+            return self.physmap.iomem_lines()
+
+    def physmap_rows(self) -> list[tuple[int, Resource]]:
+        with self.mu:
+            return [(d, Resource(r.start, r.end, r.name, r.kind, r.cache, r.flags))
+                    for d, r in self.physmap.physmap_rows()]
+
+    def swaps(self) -> list[views.SwapView]:
+        with self.mu:
+            return [views.SwapView(d.name, d.kind, d.size_kb, d.used_kb, d.priority) for d in self.swap]
+
+    def cpu_stat(self) -> views.CpuStat:
+        with self.mu:
+            return views.cpu_stat(self)
+
+    def clock_state(self) -> dict:
+        with self.mu:
+            c = self.clock
+            return {"tick": c.tick, "state": "paused" if c.paused else "running", "hz": c.hz,
+                    "tick_ms": c.tick_ms, "uptime_us": c.uptime_us}
+
+    def kmsg_lines(self) -> list[str]:
+        with self.mu:
+            return [KernelLog.format(t, s) for t, s in self.kmsg.lines()]
+
+
+def _runs(pfns: list[int]) -> list[tuple[int, int]]:
+    runs = []
+    for p in sorted(pfns):
+        if runs and runs[-1][0] + runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((p, 1))
+    return runs
+
+
+def _zone_names(zonelist) -> str:
+    return ", ".join(f"node {z.node_id} {z.name}" for z in zonelist)
+
+
+def _describe(ptype: int) -> str:
+    return {PageType.NOPAGE: "is not RAM (a hole in the physical map)",
+            PageType.RESERVED: "is reserved by the kernel",
+            PageType.FREE: "is free (not allocated)"}.get(ptype, "belongs to someone else")

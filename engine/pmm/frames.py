@@ -1,0 +1,100 @@
+"""FrameTable: per-frame state of the whole physical address space, in arrays.
+
+Owns the columns below, indexed by pfn, for every pfn from 0 to max_pfn
+(holes included, marked NOPAGE, like Linux's flat memmap). Nothing here is
+one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
+= 12, against the 64 of Linux's struct page.
+
+    flags[pfn]    u16   bits 0-3  PageType (what the frame is)
+                        bits 4-7  buddy order, meaningful only with BUDDY
+                        bit  8    BUDDY: head of a free block on a buddy free list
+                        bit  9    PCP: a free frame sitting on a per-cpu free-page stack
+                        bits 10-15 free for later layers
+    content[pfn]  u64   the simulated content value of the frame (one 64-bit
+                        word stands for the page). A free frame has no content
+                        to keep: a BUDDY head stores its free-list links here
+                        (prev << 32 | next, NIL = 0xffffffff), as xv6's kalloc
+                        threads its free list through the free pages; other
+                        free frames hold POISON.
+    mapcount[pfn] u16   page-table mappings of the frame (kpagecount); 0 when free or kernel-owned
+
+Per-pageblock columns (one entry per 512 frames) live here too:
+    pb_zone[pb]   u8    global zone id of the pageblock (node * NR_ZONES + zone index)
+    pb_mt[pb]     u8    migrate type of the pageblock (MigrateType)
+"""
+from __future__ import annotations
+
+from array import array
+from enum import IntEnum
+
+import numpy as np
+
+MAX_ORDER = 10                     # orders 0..10, 11 columns in buddyinfo (Linux MAX_PAGE_ORDER)
+NR_ORDERS = MAX_ORDER + 1
+PAGEBLOCK_ORDER = 9                # 512 frames = 2 MiB
+PAGEBLOCK_PAGES = 1 << PAGEBLOCK_ORDER
+
+NIL = 0xFFFFFFFF                   # "no frame" in free-list links
+POISON = 0x6B6B6B6B6B6B6B6B        # content of a freed frame (slab's POISON_FREE byte)
+
+TYPE_MASK = 0x000F
+ORDER_SHIFT = 4
+ORDER_MASK = 0x00F0
+BUDDY = 0x0100
+PCP = 0x0200
+
+
+class PageType(IntEnum):
+    NOPAGE = 0      # no RAM at this pfn (hole, MMIO, ROM)
+    RESERVED = 1    # RAM the kernel kept at boot: low memory, kernel image, memmap
+    FREE = 2        # free: in a buddy block or on a per-cpu stack
+    KERNEL = 3      # handed out to a kernel user (palloc: a driver's buffer); unmovable
+
+
+class MigrateType(IntEnum):
+    UNMOVABLE = 0
+    MOVABLE = 1
+    RECLAIMABLE = 2
+    HIGHATOMIC = 3
+    CMA = 4
+    ISOLATE = 5
+
+
+MIGRATE_NAMES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA", "Isolate")
+NR_MIGRATE = len(MIGRATE_NAMES)
+
+
+class FrameTable:
+    """The per-frame columns for pfns [0, max_pfn)."""
+
+    def __init__(self, max_pfn: int):
+        if max_pfn >= NIL:
+            raise ValueError(f"FrameTable: {max_pfn} frames do not fit 32-bit frame links")
+        self.max_pfn = max_pfn
+        # array(typecode, bytes(n)) is a calloc'd source copied once: fast and compact.
+        self.flags = array("H", bytes(2 * max_pfn))          # all NOPAGE
+        self.content = array("Q", bytes(8 * max_pfn))
+        self.mapcount = array("H", bytes(2 * max_pfn))
+        nr_pb = -(-max_pfn // PAGEBLOCK_PAGES)
+        self.pb_zone = bytearray(nr_pb)
+        self.pb_mt = bytearray([MigrateType.MOVABLE]) * nr_pb
+
+    # --- vectorised views (for the rare slow paths: boot, constrained scans, renders)
+
+    def flags_np(self) -> np.ndarray:
+        return np.frombuffer(self.flags, dtype=np.uint16)
+
+    def content_np(self) -> np.ndarray:
+        return np.frombuffer(self.content, dtype=np.uint64)
+
+    def set_type_range(self, start: int, end: int, ptype: PageType) -> None:
+        """Boot-time: stamp [start, end) with a type, clearing other flag bits."""
+        self.flags_np()[start:end] = int(ptype)
+
+    def type_of(self, pfn: int) -> PageType:
+        return PageType(self.flags[pfn] & TYPE_MASK)
+
+    def host_bytes(self) -> int:
+        """Host memory held by the columns (what a frame costs the simulator)."""
+        return (self.flags.itemsize * len(self.flags) + self.content.itemsize * len(self.content)
+                + self.mapcount.itemsize * len(self.mapcount) + len(self.pb_zone) + len(self.pb_mt))
