@@ -51,8 +51,13 @@ class Machine:
         self.pmm = PhysicalAllocator(self.ft, self.node_zones, cfg.distance, self.cpu_node,
                                      self.events)
         self.physmap = PhysMap(cfg)
-        self.swap = [SwapDevice.from_config(s, -2 - i if s.priority is None else s.priority)
-                     for i, s in enumerate(cfg.swap)]
+        self.swap = []
+        next_default_prio = -2          # areas without a priority count down from -2, in order
+        for s in cfg.swap:
+            prio = s.priority
+            if prio is None:
+                prio, next_default_prio = next_default_prio, next_default_prio - 1
+            self.swap.append(SwapDevice.from_config(s, prio))
         self.tunables = {t.name: t for t in all_tunables()}
         self.sysctl = self._initial_sysctl(cfg)
         self._apply_tunables()

@@ -57,14 +57,19 @@ def setup_watermarks(zones: list[Zone], min_free_kbytes: int, scale_factor: int)
 
 
 def setup_lowmem_reserve(nodes_zones: list[list[Zone]], ratios: tuple[int, ...]) -> None:
-    """protection[j] of zone i = managed pages of zones i+1..j on the node / ratio[i]."""
+    """protection[j] of zone i = managed pages of zones i+1..j on the node / ratio[i].
+
+    An empty zone protects nothing (Linux 5.9+ setup_per_zone_lowmem_reserve).
+    """
     for zones in nodes_zones:
         for i, z in enumerate(zones):
             z.lowmem_reserve = [0] * NR_ZONES
+            clear = ratios[i] <= 0 or not z.managed_pages
             total = 0
             for j in range(i + 1, NR_ZONES):
                 total += zones[j].managed_pages
-                z.lowmem_reserve[j] = total // ratios[i] if ratios[i] > 0 else 0
+                if not clear:
+                    z.lowmem_reserve[j] = total // ratios[i]
 
 
 def _batchsize(managed: int) -> int:
