@@ -32,7 +32,7 @@ class Ticker(threading.Thread):
         super().__init__(name="memfs-ticker", daemon=True)
         self.machine = machine
         self._cv = threading.Condition()
-        self._stop = False
+        self._stopping = False
 
     def poke(self) -> None:
         """Wake the ticker: the clock was paused, resumed or re-rated."""
@@ -41,7 +41,7 @@ class Ticker(threading.Thread):
 
     def stop(self) -> None:
         with self._cv:
-            self._stop = True
+            self._stopping = True
             self._cv.notify_all()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=2)
@@ -51,7 +51,7 @@ class Ticker(threading.Thread):
         next_t = time.monotonic()          # when the next tick is due
         while True:
             with self._cv:
-                if self._stop:
+                if self._stopping:
                     return
                 if clock.paused:
                     self._cv.wait()

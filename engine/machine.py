@@ -51,6 +51,7 @@ class Machine:
         self.pmm = PhysicalAllocator(self.ft, self.node_zones, cfg.distance, self.cpu_node,
                                      self.events)
         self.physmap = PhysMap(cfg)
+        self.direct_map_kb = views.direct_map_kb(cfg.ram_regions)   # (4k, 2M, 1G) kB
         self.swap = []
         next_default_prio = -2          # areas without a priority count down from -2, in order
         for s in cfg.swap:

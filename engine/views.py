@@ -96,7 +96,7 @@ def meminfo(m, node: int | None) -> MemInfo:
     swap_total = sum(d.nr_slots for d in m.swap)
     swap_free = swap_total - sum(d.used_slots for d in m.swap)
     s = m.sysctl
-    dm4k, dm2m, dm1g = direct_map_kb(m)
+    dm4k, dm2m, dm1g = m.direct_map_kb
     return MemInfo(
         node=node, total=total, free=free,
         available=available_pages(zones, free, 0, 0),
@@ -105,18 +105,27 @@ def meminfo(m, node: int | None) -> MemInfo:
         directmap_4k_kb=dm4k, directmap_2m_kb=dm2m, directmap_1g_kb=dm1g)
 
 
-def direct_map_kb(m) -> tuple[int, int, int]:
-    """The kernel's direct map of RAM by page size: largest page that alignment allows."""
-    sizes = {4 * KiB: 0, 2 * MiB: 0, GiB: 0}
-    for r in m.config.ram_regions:
-        a = r.start
-        while a < r.end:
-            for size in (GiB, 2 * MiB, 4 * KiB):
-                if a % size == 0 and a + size <= r.end:
-                    sizes[size] += size
-                    a += size
-                    break
-    return sizes[4 * KiB] // KiB, sizes[2 * MiB] // KiB, sizes[GiB] // KiB
+def direct_map_kb(ram_regions) -> tuple[int, int, int]:
+    """The kernel's direct map of RAM by page size, largest page alignment allows: (4k, 2M, 1G) kB.
+
+    Closed form per region: 4 KiB pages up to the first 2 MiB boundary and after
+    the last; 2 MiB pages up to the first 1 GiB boundary and after the last;
+    1 GiB pages in between. Computed at boot (and when RAM is added or removed).
+    """
+    sizes = [0, 0, 0]
+    for r in ram_regions:
+        s2, e2 = -(-r.start // (2 * MiB)) * 2 * MiB, r.end // (2 * MiB) * 2 * MiB
+        if s2 >= e2:
+            sizes[0] += r.end - r.start
+            continue
+        sizes[0] += (s2 - r.start) + (r.end - e2)
+        s1, e1 = -(-s2 // GiB) * GiB, e2 // GiB * GiB
+        if s1 >= e1:
+            sizes[1] += e2 - s2
+            continue
+        sizes[1] += (s1 - s2) + (e2 - e1)
+        sizes[2] += e1 - s1
+    return sizes[0] // KiB, sizes[1] // KiB, sizes[2] // KiB
 
 
 # ---------------------------------------------------------------------------

@@ -94,6 +94,12 @@ class PhysicalAllocator:
                 if not self.watermark_ok(z, 1, getattr(z, mark_name), highest):
                     continue
                 pfn = z.pcp_alloc(cpu, mt)
+                if pfn is None and z.pcp_pages():
+                    # The buddy lists are dry but free frames wait on other stacks
+                    # (another CPU's, another migrate type's): give them back and
+                    # retry, as Linux's slow path does with drain_all_pages().
+                    z.drain_pcp()
+                    pfn = z.pcp_alloc(cpu, mt)
                 if pfn is None:
                     continue
                 z.free_pages -= 1
