@@ -60,6 +60,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+from benchlib import say  # noqa: E402
 
 GiB = 1 << 30
 PAGE_SIZE = 4096
@@ -148,10 +152,6 @@ def default_config():
     return config.load(REPO / "config" / "default.yaml")
 
 
-def say(name: str, value, unit: str = "") -> None:
-    print(f"{name}: {value}{' ' + unit if unit else ''}", flush=True)
-
-
 # ---------------------------------------------------------------------------
 # host memory per frame (in a fresh subprocess)
 # ---------------------------------------------------------------------------
@@ -221,38 +221,6 @@ def measure_boot(cfg, runs: int = 3) -> None:
     say("boot_first", f"{times[0]:.3f}", "s")
 
 
-def find_memfs(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).with_name("memfs")
-    if beside.exists():
-        return str(beside)
-    venv = REPO / ".venv" / "bin" / "memfs"
-    if venv.exists():
-        return str(venv)
-    return shutil.which("memfs")
-
-
-def _is_mount(path: str) -> bool:
-    try:
-        return os.path.ismount(path)
-    except OSError:
-        return True                     # ENOTCONN: a dead mount is still a mount
-
-
-def _clear_mount(mnt: str) -> None:
-    """Best effort: leave no mount behind (the CLI first, fusermount after)."""
-    for cmd in (["fusermount", "-u", mnt], ["fusermount3", "-u", mnt], ["fusermount", "-uz", mnt]):
-        if not _is_mount(mnt):
-            return
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _short(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else "no output")[:200]
-
-
 def measure_mount(text: str, memfs: str | None, timeout: float = 300.0) -> None:
     if memfs is None:
         say("mount", "not measured (no memfs command found)")
@@ -266,47 +234,21 @@ def measure_mount(text: str, memfs: str | None, timeout: float = 300.0) -> None:
     try:
         t0 = time.perf_counter()
         try:
-            p = subprocess.run([memfs, "mount", mnt, "--config", cfg_file, "--paused"],
-                               capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            say("mount", f"not measured (memfs mount did not return within {timeout:.0f} s)")
-            return
-        if p.returncode != 0:
-            say("mount", f"not measured (memfs mount exited {p.returncode}: "
-                         f"{_short(p.stderr or p.stdout)})")
-            return
-        # "Ready" means the mount answers: wait (briefly) if the command returned early.
-        deadline = time.perf_counter() + 30
-        err = None
-        while time.perf_counter() < deadline:
-            try:
-                with open(os.path.join(mnt, "meminfo"), "rb") as f:
-                    if f.read():
-                        err = None
-                        break
-                    err = "meminfo read empty"
-            except OSError as e:
-                err = f"reading meminfo: {e.strerror or e}"
-            time.sleep(0.01)
-        if err:
-            say("mount", f"not measured (mount returned but {err})")
+            benchlib.mount(memfs, mnt, cfg_file, ["--paused"], timeout=timeout)
+        except benchlib.MountError as e:
+            say("mount", f"not measured ({e})")
             return
         say("mount", f"{time.perf_counter() - t0:.3f}", "s")
 
         t0 = time.perf_counter()
-        p = subprocess.run([memfs, "umount", mnt], capture_output=True, text=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-        while _is_mount(mnt) and time.perf_counter() - t0 < 30:
-            time.sleep(0.01)
-        if p.returncode != 0 or _is_mount(mnt):
-            say("umount", f"not measured (memfs umount exited {p.returncode}: "
-                          f"{_short(p.stderr or p.stdout)})")
+        problem = benchlib.unmount(memfs, mnt)
+        if problem:
+            say("umount", f"not measured ({problem})")
         else:
             say("umount", f"{time.perf_counter() - t0:.3f}", "s")
     finally:
-        _clear_mount(mnt)
-        if not _is_mount(mnt):
+        benchlib.unmount(memfs, mnt)
+        if not benchlib.is_mount(mnt):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -384,7 +326,7 @@ def main() -> None:
     if args.skip_mount:
         say("mount", "not measured (--skip-mount)")
     else:
-        measure_mount(text, find_memfs(args.memfs))
+        measure_mount(text, benchlib.find_memfs(args.memfs))
     measure_alloc(f"{args.ram_gib}g", big, args.pairs)
     del big
     gc.collect()

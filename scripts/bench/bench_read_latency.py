@@ -42,101 +42,23 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+from benchlib import say  # noqa: E402
+
 HOST_MEMINFO = "/proc/meminfo"
 WARMUP = 50
 
 
-def say(name: str, value, unit: str = "") -> None:
-    print(f"{name}: {value}{' ' + unit if unit else ''}", flush=True)
-
-
 # ---------------------------------------------------------------------------
-# mount and unmount through the CLI
+# the machine's clock
 # ---------------------------------------------------------------------------
-
-def find_memfs(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).with_name("memfs")
-    if beside.exists():
-        return str(beside)
-    venv = REPO / ".venv" / "bin" / "memfs"
-    if venv.exists():
-        return str(venv)
-    return shutil.which("memfs")
-
-
-def _is_mount(path: str) -> bool:
-    try:
-        return os.path.ismount(path)
-    except OSError:
-        return True                     # ENOTCONN: a dead mount is still a mount
-
-
-def _short(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else "no output")[:200]
-
-
-class MountError(Exception):
-    pass
-
-
-def mount(memfs: str, mnt: str, config: str | None, timeout: float = 120.0) -> None:
-    """Mount with the clock running; return once MNT/meminfo reads back content."""
-    cmd = [memfs, "mount", mnt] + (["--config", config] if config else [])
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise MountError(f"memfs mount did not return within {timeout:.0f} s") from None
-    except OSError as e:
-        raise MountError(f"cannot run {memfs}: {e.strerror or e}") from None
-    if p.returncode != 0:
-        raise MountError(f"memfs mount exited {p.returncode}: {_short(p.stderr or p.stdout)}")
-    deadline = time.monotonic() + 30
-    err = "not ready"
-    while time.monotonic() < deadline:
-        try:
-            with open(os.path.join(mnt, "meminfo"), "rb") as f:
-                if f.read():
-                    return
-                err = "meminfo reads empty"
-        except OSError as e:
-            err = f"reading meminfo: {e.strerror or e}"
-        time.sleep(0.01)
-    raise MountError(f"memfs mount returned but {err}")
-
-
-def unmount(memfs: str | None, mnt: str) -> None:
-    """Take the mount down: the CLI first, fusermount after; never raises."""
-    if memfs and _is_mount(mnt):
-        try:
-            subprocess.run([memfs, "umount", mnt], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        deadline = time.monotonic() + 10
-        while _is_mount(mnt) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    for cmd in (["fusermount", "-u", mnt], ["fusermount3", "-u", mnt], ["fusermount", "-uz", mnt]):
-        if not _is_mount(mnt):
-            return
-        try:
-            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:
-            pass
-    if _is_mount(mnt):
-        print(f"bench_read_latency: {mnt} is still mounted; run: fusermount -uz {mnt}",
-              file=sys.stderr)
-
 
 def read_tick(mnt: str) -> int | None:
     """The tick count from MNT/clock (`tick N`, `tick: N` or `tick=N`), or None."""
@@ -206,7 +128,7 @@ def main() -> int:
     ap.add_argument("--memfs", help="the memfs command (default: the one beside this python)")
     args = ap.parse_args()
 
-    memfs = find_memfs(args.memfs)
+    memfs = benchlib.find_memfs(args.memfs)
     if memfs is None:
         say("mount", "not measured (no memfs command found)")
         return 1
@@ -215,8 +137,8 @@ def main() -> int:
     os.mkdir(mnt)
     try:
         try:
-            mount(memfs, mnt, args.config)
-        except MountError as e:
+            benchlib.mount(memfs, mnt, args.config)
+        except benchlib.MountError as e:
             say("mount", f"not measured ({e})")
             return 1
         targets = {"memfs_meminfo": os.path.join(mnt, "meminfo"), "host_meminfo": HOST_MEMINFO}
@@ -226,8 +148,8 @@ def main() -> int:
         samples = run(targets, args.chunks, args.per_chunk)
         tick1 = read_tick(mnt)
     finally:
-        unmount(memfs, mnt)
-        if not _is_mount(mnt):
+        benchlib.unmount(memfs, mnt)
+        if not benchlib.is_mount(mnt):
             shutil.rmtree(tmp, ignore_errors=True)
 
     say("reads_per_case", args.chunks * args.per_chunk, "reads")
