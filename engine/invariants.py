@@ -21,7 +21,9 @@ broke and where, the first time one of these fails:
   buddy pages plus its per-cpu pages;
 - no two free buddies of the same order sit unmerged on the lists (unless a
   pageblock of either is ISOLATE);
-- free frames have no mappings; watermarks are ordered min <= low <= high.
+- free frames have no mappings; watermarks are ordered min <= low <= high;
+- the physical address map is a tree: siblings sorted and disjoint, each
+  child inside its parent, every BAR a naturally aligned child of a PCI window.
 
 It is O(frames), vectorised with NumPy (the list walk is O(free blocks) in
 Python), and never runs on an engine path: tests call it.
@@ -76,6 +78,7 @@ def check_invariants(machine) -> None:
         if not z.wmark_min <= z.wmark_low <= z.wmark_high:
             _fail(f"{_where(z)}: watermarks out of order: min {z.wmark_min}, low {z.wmark_low}, "
                   f"high {z.wmark_high}")
+    _check_physmap(machine.physmap.top, None)
 
 
 # ---------------------------------------------------------------------------
@@ -326,3 +329,27 @@ def _check_merged(ft, flags, zones: dict, heads, zids, orders) -> None:
         z = zones[int(zid[i])]
         _fail(f"{_where(z)}: free blocks {int(h[i]):#x} and {int(buddy[i]):#x} of order {int(o[i])} "
               f"are buddies but were not merged")
+
+
+# ---------------------------------------------------------------------------
+# the physical address map
+# ---------------------------------------------------------------------------
+
+def _check_physmap(siblings, parent) -> None:
+    prev = None
+    for r in siblings:
+        name = f"iomem {r.name} {r.start:#x}-{r.end:#x}"
+        if r.start >= r.end:
+            _fail(f"{name} is empty or reversed")
+        if parent is not None and not (parent.start <= r.start and r.end <= parent.end):
+            _fail(f"{name} sticks out of its parent {parent.name} {parent.start:#x}-{parent.end:#x}")
+        if prev is not None and r.start < prev.end:
+            _fail(f"{name} overlaps or is listed before its sibling {prev.name} {prev.start:#x}-{prev.end:#x}")
+        if r.kind == "bar":
+            size = r.end - r.start
+            if parent is None or parent.kind != "pci":
+                _fail(f"{name} is a BAR outside any PCI window")
+            if size & (size - 1) or r.start % size:
+                _fail(f"{name} is not a naturally aligned power-of-two BAR")
+        _check_physmap(r.children, r)
+        prev = r

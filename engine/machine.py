@@ -295,6 +295,8 @@ class Machine:
             for start, n in runs:
                 if n < 1:
                     raise InvalidArgument("pfree: count must be at least 1")
+                if start < 0:       # a negative index would wrap to the last frames
+                    raise InvalidArgument(f"pfree: pfn {start} is negative; frame numbers start at 0")
                 if start + n > self.ft.max_pfn:
                     raise InvalidArgument(f"pfree: pfn {max(start, self.ft.max_pfn):#x} is beyond the "
                                           f"last frame of RAM ({self.ft.max_pfn - 1:#x})")

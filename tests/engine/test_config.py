@@ -218,14 +218,27 @@ def test_distance_table_of_the_wrong_shape_is_rejected(config_error):
     assert_path(config_error(text), "numa.distance")
 
 
-def test_two_node_variant_splits_ram_between_nodes(machine_from_yaml):
+def test_two_node_variant_splits_ram_between_nodes(machine_from_yaml, invariants):
     text = edit("cpus: 1", "cpus: 2")
     text = edit(NODE, "    - {id: 0, start: 0, end: 32M, cpus: [0]}\n"
                       "    - {id: 1, start: 32M, end: 64M, cpus: [1]}", text)
     m = machine_from_yaml(text)
+    invariants(m)
     present = [sum(z.present_pages for z in zones) for zones in m.node_zones]
     # node 0: 158 pages below 640K + (32M - 1M) / 4K; node 1: 32M / 4K
     assert present == [158 + 7936, 8192], f"expected [8094, 8192] present pages, got {present}"
+
+
+def test_node_boundary_inside_a_2m_pageblock_is_rejected_when_the_machine_is_built(config_from_yaml):
+    # 33M splits the pageblock 32M-34M between two nodes' zones
+    text = edit("cpus: 1", "cpus: 2")
+    text = edit(NODE, "    - {id: 0, start: 0, end: 33M, cpus: [0]}\n"
+                      "    - {id: 1, start: 33M, end: 64M, cpus: [1]}", text)
+    cfg = config_from_yaml(text)
+    with pytest.raises(ConfigError) as info:
+        Machine(cfg, paused=True)
+    assert_path(info.value, "numa.nodes[0]")
+    assert "2 MiB" in info.value.message, f"expected the alignment named, got {info.value.message!r}"
 
 
 # --- sysctl values, checked when the machine is built ---------------------------------
