@@ -17,6 +17,8 @@ import yaml
 
 from .units import PAGE_SIZE, MiB, parse_number, fmt_size, is_power_of_two
 
+PAGEBLOCK_BYTES = 2 * MiB
+
 REGION_KINDS = {
     # kind: (default iomem name, default cacheability)
     "ram": ("System RAM", "wb"),
@@ -268,6 +270,10 @@ def _parse_nodes(raw_numa, cpus: int, ram: list[Region]) -> tuple[tuple[NodeConf
         if node_id != i:
             raise ConfigError(_join(path, "id"), f"nodes are numbered in order: expected {i}, got {node_id}")
         start, end = _range(d, path)
+        for what, addr in (("start", start), ("end", end)):
+            if addr % PAGEBLOCK_BYTES:
+                raise ConfigError(_join(path, what), f"{addr:#x} is not 2 MiB aligned (a 2 MiB "
+                                                     f"pageblock belongs to one node)")
         cpu_list = _list(d, "cpus", path, [])
         for j, c in enumerate(cpu_list):
             if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < cpus:
@@ -379,6 +385,12 @@ def parse(raw, source: str = "<string>") -> MachineConfig:
                                   f"{_fmt_range(w.start, w.end)} overlaps memory_map[{j}] "
                                   f"({r.kind} {_fmt_range(r.start, r.end)}); a PCI window holds "
                                   f"only device MMIO")
+            if r.kind == "mmio" and r.start < w.end and w.start < r.end \
+                    and not (w.start <= r.start and r.end <= w.end):
+                raise ConfigError(f"memory_map[{j}]",
+                                  f"{r.name} {_fmt_range(r.start, r.end)} straddles the edge of "
+                                  f"pci.windows[{i}] ({_fmt_range(w.start, w.end)}): a device "
+                                  f"range lies wholly inside a window or outside it")
 
     h = _mapping(top.get("hotplug"), "hotplug", {"block_size"})
     block = _number(h, "block_size", "hotplug", 128 * MiB)
@@ -387,7 +399,7 @@ def parse(raw, source: str = "<string>") -> MachineConfig:
 
     nodes, distance = _parse_nodes(top["numa"], cpus, ram)
 
-    sysctl = _mapping(top.get("sysctl"), "sysctl", set(_known_sysctls()))
+    sysctl = _parse_sysctl(top.get("sysctl"))
     cfg = MachineConfig(
         name=_str(m, "name", "machine", "memfs"),
         seed=_int(m, "seed", "machine", 1, lo=0),
@@ -400,11 +412,24 @@ def parse(raw, source: str = "<string>") -> MachineConfig:
     return cfg
 
 
-def _known_sysctls():
-    # The tunable table lives beside the code that reads each knob; imported
-    # lazily to keep config importable on its own.
+def _parse_sysctl(raw) -> dict:
+    """Initial sys/vm values, checked against each knob's bounds (the tunable table)."""
+    # The table lives beside the code that reads each knob; imported lazily.
     from .sysctl import all_tunables
-    return [t.name for t in all_tunables()]
+    tunables = {t.name: t for t in all_tunables()}
+    d = _mapping(raw, "sysctl", set(tunables))
+    out = {}
+    for name, value in d.items():
+        t = tunables[name]
+        if t.length is not None:
+            if not isinstance(value, list) or len(value) != t.length:
+                raise ConfigError(f"sysctl.{name}", f"expected a list of {t.length} integers")
+            value = tuple(value)
+        try:
+            out[name] = t.validate(value)
+        except ValueError as e:
+            raise ConfigError(f"sysctl.{name}", str(e)) from None
+    return out
 
 
 def _check_kernel_fits(cfg: MachineConfig) -> None:

@@ -1,8 +1,8 @@
 """check_invariants: the slow, thorough checker that tests run after every scenario.
 
 Owns nothing and changes nothing: it reads a Machine's frame table, buddy
-free lists and per-cpu free-page stacks and raises InternalError, naming what
-broke and where, the first time one of these fails:
+free lists, per-cpu free-page stacks and physical address map, and raises
+InternalError, naming what broke and where, the first time one of these fails:
 
 - pfns outside RAM are NOPAGE (flags all zero); RAM frames are typed;
 - BUDDY and PCP bits sit only on FREE frames, never together, and the order
@@ -71,8 +71,8 @@ def check_invariants(machine) -> None:
     _check_ram_and_flag_bits(machine, flags)
     heads, zids, orders, mts = _walk_free_lists(ft, zones)
     _check_blocks(ft, flags, zones, heads, zids, orders, mts)
-    stack_pfns = _check_pcp(ft, flags, zones)
-    _check_accounting(ft, flags, zones, heads, orders, stack_pfns)
+    _check_pcp(ft, flags, zones)
+    _check_accounting(ft, flags, zones, heads, orders)
     _check_merged(ft, flags, zones, heads, zids, orders)
     for z in zones.values():
         if not z.wmark_min <= z.wmark_low <= z.wmark_high:
@@ -216,8 +216,8 @@ def _check_blocks(ft, flags, zones: dict, heads, zids, orders, mts) -> None:
 # per-cpu stacks
 # ---------------------------------------------------------------------------
 
-def _check_pcp(ft, flags, zones: dict) -> np.ndarray:
-    """Check every stack; return all stacked pfns."""
+def _check_pcp(ft, flags, zones: dict) -> None:
+    """Every stack holds FREE|PCP frames of its zone, each once; every PCP frame is stacked."""
     pb_zone = np.frombuffer(ft.pb_zone, dtype=np.uint8)
     everything = []
     for zid, z in zones.items():
@@ -251,14 +251,13 @@ def _check_pcp(ft, flags, zones: dict) -> np.ndarray:
         on_stack[stacked] = True
         lost = ((flags & PCP) != 0) & ~on_stack
         _fail(f"pfn {_first(lost):#x} carries PCP but is on no per-cpu stack")
-    return stacked
 
 
 # ---------------------------------------------------------------------------
 # accounting and merging
 # ---------------------------------------------------------------------------
 
-def _check_accounting(ft, flags, zones: dict, heads, orders, stacked) -> None:
+def _check_accounting(ft, flags, zones: dict, heads, orders) -> None:
     n = flags.size
     ends = heads + (1 << orders)
     cover = np.cumsum(np.bincount(heads, minlength=n + 1) - np.bincount(ends, minlength=n + 1))[:n]

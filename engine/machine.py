@@ -74,16 +74,11 @@ class Machine:
         return self.pmm.zones
 
     def _initial_sysctl(self, cfg: MachineConfig) -> dict:
+        """Config values (already checked by config.parse), else each knob's default."""
         values = {}
         for name, t in self.tunables.items():
             if name in cfg.sysctl:
-                raw = cfg.sysctl[name]
-                try:
-                    values[name] = t.validate(tuple(raw) if isinstance(raw, list) else raw)
-                except ValueError as e:
-                    raise ConfigError(f"sysctl.{name}", str(e)) from None
-                if t.length and len(values[name]) != t.length:
-                    raise ConfigError(f"sysctl.{name}", f"expected {t.length} values")
+                values[name] = cfg.sysctl[name]
             elif t.default is None:
                 values[name] = watermarks.default_min_free_kbytes(watermarks.lowmem_pages(self.zones))
             else:

@@ -91,11 +91,6 @@ def boot(cfg: MachineConfig) -> BootLayout:
     node_ram = []
     memmap_total = 0
     for node in cfg.nodes:
-        # A pageblock records one zone (frames.pb_zone): two nodes may not share one.
-        for what, addr in (("starts", node.start), ("ends", node.end)):
-            if addr % (PAGE_SIZE << PAGEBLOCK_ORDER):
-                raise ConfigError(f"numa.nodes[{node.id}]", f"the node {what} at {addr:#x}, which is "
-                                  f"not 2 MiB aligned (a 2 MiB pageblock belongs to one node)")
         nram = _intersect(ram, node.start >> PAGE_SHIFT, node.end >> PAGE_SHIFT)
         node_ram.append(nram)
         present = sum(e - s for s, e in nram)

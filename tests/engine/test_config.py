@@ -229,35 +229,32 @@ def test_two_node_variant_splits_ram_between_nodes(machine_from_yaml, invariants
     assert present == [158 + 7936, 8192], f"expected [8094, 8192] present pages, got {present}"
 
 
-def test_node_boundary_inside_a_2m_pageblock_is_rejected_when_the_machine_is_built(config_from_yaml):
+def test_node_boundary_inside_a_2m_pageblock_is_refused_before_boot(config_from_yaml):
     # 33M splits the pageblock 32M-34M between two nodes' zones
     text = edit("cpus: 1", "cpus: 2")
     text = edit(NODE, "    - {id: 0, start: 0, end: 33M, cpus: [0]}\n"
                       "    - {id: 1, start: 33M, end: 64M, cpus: [1]}", text)
-    cfg = config_from_yaml(text)
     with pytest.raises(ConfigError) as info:
-        Machine(cfg, paused=True)
-    assert_path(info.value, "numa.nodes[0]")
+        config_from_yaml(text)
+    assert_path(info.value, "numa.nodes[0].end")
     assert "2 MiB" in info.value.message, f"expected the alignment named, got {info.value.message!r}"
 
 
-# --- sysctl values, checked when the machine is built ---------------------------------
+# --- sysctl values, checked against the tunable table before boot ----------------------
 
 def test_unknown_sysctl_is_named(config_error):
     assert_path(config_error(SMALL + "sysctl: {swapiness: 10}\n"), "sysctl.swapiness")
 
 
-def test_out_of_range_sysctl_is_rejected_when_the_machine_is_built(config_from_yaml):
-    cfg = config_from_yaml(SMALL + "sysctl: {watermark_scale_factor: 0}\n")
+def test_out_of_range_sysctl_is_refused_before_boot(config_from_yaml):
     with pytest.raises(ConfigError) as info:
-        Machine(cfg, paused=True)
+        config_from_yaml(SMALL + "sysctl: {watermark_scale_factor: 0}\n")
     assert_path(info.value, "sysctl.watermark_scale_factor")
 
 
 def test_lowmem_reserve_ratio_with_the_wrong_count_is_rejected(config_from_yaml):
-    cfg = config_from_yaml(SMALL + "sysctl: {lowmem_reserve_ratio: [256, 256, 32]}\n")
     with pytest.raises(ConfigError) as info:
-        Machine(cfg, paused=True)
+        config_from_yaml(SMALL + "sysctl: {lowmem_reserve_ratio: [256, 256, 32]}\n")
     assert_path(info.value, "sysctl.lowmem_reserve_ratio")
 
 
@@ -283,3 +280,11 @@ def test_invalid_yaml_is_a_config_error_with_its_line(tmp_path):
         load(path)
     assert_path(info.value, str(path))
     assert "line" in info.value.message, f"expected a line number, got {info.value.message!r}"
+
+
+def test_mmio_region_straddling_a_pci_window_is_refused(config_from_yaml):
+    text = edit("  - {start: 0xfec00000, size: 1K,        type: mmio, name: IOAPIC 0}",
+                "  - {start: 0xbfff0000, size: 128K,      type: mmio, name: straddler}")
+    with pytest.raises(ConfigError) as info:
+        config_from_yaml(text)
+    assert "straddles" in info.value.message, info.value.message

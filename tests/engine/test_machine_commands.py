@@ -281,12 +281,12 @@ class PallocPfreeSysctl(RuleBasedStateMachine):
 
     @rule(bad=st.sampled_from(["free", "reserved", "twice", "hole"]))
     def pfree_bad_changes_nothing(self, bad):
-        some = sorted(self.held)[:1]
-        runs = {"free": [(p, 1) for p in some] + [(0x3F00, 1)] if self.m.ft.type_of(0x3F00) == PageType.FREE
-                else [(0x3F00 if 0x3F00 not in self.held else 0x1000, 1)],
-                "reserved": [(p, 1) for p in some] + [(0x1000, 1)],
-                "twice": [(p, 1) for p in some] * 2 or [(0x1000, 1)],
-                "hole": [(p, 1) for p in some] + [(0xA0, 1)]}[bad]
+        some = [(p, 1) for p in sorted(self.held)[:1]]
+        free_pfn = int(np.flatnonzero((self.m.ft.flags_np() & 0xF) == PageType.FREE)[0])
+        runs = {"free": some + [(free_pfn, 1)],
+                "reserved": some + [(0x1000, 1)],           # kernel image
+                "twice": some * 2 or [(0x1000, 1)],
+                "hole": some + [(0xA0, 1)]}[bad]            # Video RAM, not RAM
         before = snapshot(self.m)
         with pytest.raises(InvalidArgument):
             self.m.pfree(runs)

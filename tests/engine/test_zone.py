@@ -10,8 +10,6 @@ import numpy as np
 from engine.pmm.frames import PCP, MigrateType, PageType
 from engine.pmm.zone import ZONE_DMA, ZONE_NORMAL
 
-KERNEL = int(PageType.KERNEL)
-
 
 def zone(m, name, node=0):
     return next(z for z in m.zones if z.name == name and z.node_id == node)
