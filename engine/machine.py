@@ -30,7 +30,7 @@ from .pmm.zone import NR_ZONES, ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import event_counters
 from .swap import SwapDevice
 from .sysctl import all_tunables
-from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two
+from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two, runs_of
 
 
 class Machine:
@@ -262,7 +262,7 @@ class Machine:
                     self.pmm.free_page(p, cpu=cpu)
                 raise OutOfMemory("palloc: ran out of frames half-way; nothing was allocated")
             pfns.append(pfn)
-        return _runs(pfns)
+        return runs_of(pfns)
 
     def _palloc_below(self, count, zonelist, highest, below_pfn, cpu):
         free = 0
@@ -280,7 +280,7 @@ class Machine:
                                           align_pages=1, boundary_pages=None)
             self.pmm.take_contig(z, pfn, 1, cpu=cpu)
             pfns.append(pfn)
-        return _runs(pfns)
+        return runs_of(pfns)
 
     def pfree(self, runs: list[tuple[int, int]]) -> int:
         """Free frames that palloc handed out. All named frames must be palloc'd, or nothing is freed."""
@@ -370,16 +370,6 @@ class Machine:
     def kmsg_lines(self) -> list[str]:
         with self.mu:
             return [KernelLog.format(t, s) for t, s in self.kmsg.lines()]
-
-
-def _runs(pfns: list[int]) -> list[tuple[int, int]]:
-    runs = []
-    for p in sorted(pfns):
-        if runs and runs[-1][0] + runs[-1][1] == p:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((p, 1))
-    return runs
 
 
 def _zone_names(zonelist) -> str:

@@ -68,3 +68,14 @@ def fmt_size(nr_bytes: int) -> str:
 
 def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def runs_of(pfns) -> list[tuple[int, int]]:
+    """Frame numbers -> sorted (first, count) runs of consecutive frames."""
+    runs: list[tuple[int, int]] = []
+    for p in sorted(pfns):
+        if runs and runs[-1][0] + runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((p, 1))
+    return runs

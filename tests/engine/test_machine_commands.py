@@ -8,6 +8,8 @@ import errno
 
 import numpy as np
 import pytest
+
+from engine.units import runs_of
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -27,15 +29,7 @@ def frames(runs):
     return [p for s, n in runs for p in range(s, s + n)]
 
 
-def as_runs(pfns):
-    """Sorted pfns -> (first, count) runs of consecutive frames."""
-    runs = []
-    for p in sorted(pfns):
-        if runs and runs[-1][0] + runs[-1][1] == p:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((p, 1))
-    return runs
+as_runs = runs_of          # builds pfree's input from a set of frames
 
 
 def snapshot(m):
