@@ -18,7 +18,7 @@ import numpy as np
 
 from . import views
 from .clock import Clock, Ticker
-from .config import ConfigError, MachineConfig
+from .config import MachineConfig
 from .devices.iomem import PhysMap, Resource
 from .errors import InvalidArgument, OutOfMemory
 from .kmsg import KernelLog
@@ -26,7 +26,7 @@ from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
 from .pmm.frames import TYPE_MASK, MigrateType, PageType
-from .pmm.zone import NR_ZONES, ZONE_NAMES, ZONE_NORMAL, Zone
+from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import event_counters
 from .swap import SwapDevice
 from .sysctl import all_tunables

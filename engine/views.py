@@ -13,7 +13,7 @@ import numpy as np
 
 from .commit import commit_limit_pages
 from .pmm import watermarks
-from .pmm.frames import MIGRATE_NAMES, NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER
+from .pmm.frames import NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER
 from .pmm.zone import NR_ZONES, ZONE_NAMES, Zone
 from .stats import NUMA_EVENT_NAMES, VM_EVENT_NAMES, ZoneStat
 from .units import GiB, KiB, MiB, PAGE_SHIFT, PAGE_SIZE

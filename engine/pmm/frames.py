@@ -15,7 +15,7 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         to keep: a BUDDY head stores its free-list links here
                         (prev << 32 | next, NIL = 0xffffffff), as xv6's kalloc
                         threads its free list through the free pages; other
-                        free frames hold POISON.
+                        free frames hold POISON once freed (0 from boot).
     mapcount[pfn] u16   page-table mappings of the frame (kpagecount); 0 when free or kernel-owned
 
 Per-pageblock columns (one entry per 512 frames) live here too:
