@@ -42,6 +42,16 @@ class Exists(EngineError):
     errno = _errno.EEXIST
 
 
+class Fault(EngineError):
+    """The simulated process made an access it may not make and was killed for it.
+
+    Unlike other rejections this one changes the machine: the process is gone,
+    exactly as a real program dies of SIGSEGV. The write that drove the access
+    fails with EFAULT so that a script notices.
+    """
+    errno = _errno.EFAULT
+
+
 class InternalError(Exception):
     """A broken invariant of the engine (a bug, never a user error)."""
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from . import views
 from .clock import Clock, Ticker
+from .commit import commit_limit_pages, default_reserves_kb, enough_memory
 from .config import MachineConfig
 from .devices.iomem import PhysMap, Resource
-from .errors import InvalidArgument, OutOfMemory
+from .errors import EngineError, InvalidArgument, NoSuchProcess, OutOfMemory
 from .kmsg import KernelLog
 from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
@@ -31,6 +32,9 @@ from .stats import event_counters
 from .swap import SwapDevice
 from .sysctl import all_tunables
 from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two, runs_of
+from .vmm import views as vmm_views
+from .vmm.tasks import Tasks
+from .vmm.vmm import Vmm
 
 
 class Machine:
@@ -61,9 +65,15 @@ class Machine:
             self.swap.append(SwapDevice.from_config(s, prio))
         self.tunables = {t.name: t for t in all_tunables()}
         self.sysctl = self._initial_sysctl(cfg)
+        # The shared zero page lives in the kernel image, as Linux's empty_zero_page does.
+        image = next(r for r in layout.reservations if r.what == "kernel image")
+        self.vmm = Vmm(self.ft, self.pmm, self.events, zero_pfn=image.end_pfn - 1,
+                       nr_zones=len(self.zones))
+        self.vmm.commit_policy = self._commit_allowed
         self._apply_tunables()
         self._ticker: Ticker | None = None
         views.log_boot(self)
+        self.tasks = Tasks(self)
 
     # ------------------------------------------------------------------
     # construction helpers
@@ -75,12 +85,15 @@ class Machine:
 
     def _initial_sysctl(self, cfg: MachineConfig) -> dict:
         """Config values (already checked by config.parse), else each knob's default."""
+        computed = {"min_free_kbytes":
+                    watermarks.default_min_free_kbytes(watermarks.lowmem_pages(self.zones))}
+        computed.update(default_reserves_kb(sum(z.free_pages for z in self.zones)))
         values = {}
         for name, t in self.tunables.items():
             if name in cfg.sysctl:
                 values[name] = cfg.sysctl[name]
             elif t.default is None:
-                values[name] = watermarks.default_min_free_kbytes(watermarks.lowmem_pages(self.zones))
+                values[name] = computed[name]
             else:
                 values[name] = t.default
         return values
@@ -95,6 +108,28 @@ class Machine:
             for pcp in z.pcp.values():
                 if pcp.count > pcp.high:
                     z._pcp_drain(pcp, pcp.count - pcp.high)
+        self.vmm.max_map_count = s["max_map_count"]
+
+    def total_ram_pages(self) -> int:
+        return sum(z.managed_pages for z in self.zones)
+
+    def total_swap_pages(self) -> int:
+        return sum(d.nr_slots for d in self.swap)
+
+    def commit_limit(self) -> int:
+        s = self.sysctl
+        return commit_limit_pages(self.total_ram_pages(), self.total_swap_pages(),
+                                  s["overcommit_ratio"], s["overcommit_kbytes"])
+
+    def _commit_allowed(self, pages: int, mm) -> bool:
+        s = self.sysctl
+        owner = self.tasks.owner_of(mm) if mm is not None else None
+        return enough_memory(pages, self.vmm.committed, mode=s["overcommit_memory"],
+                             total_ram=self.total_ram_pages(), total_swap=self.total_swap_pages(),
+                             limit=self.commit_limit(), admin_reserve_kb=s["admin_reserve_kbytes"],
+                             user_reserve_kb=s["user_reserve_kbytes"],
+                             is_admin=owner is not None and owner.uid == 0,
+                             mm_total_vm=mm.total_vm() if mm is not None else None)
 
     # ------------------------------------------------------------------
     # time
@@ -366,6 +401,49 @@ class Machine:
             c = self.clock
             return {"tick": c.tick, "state": "paused" if c.paused else "running", "hz": c.hz,
                     "tick_ms": c.tick_ms, "uptime_us": c.uptime_us}
+
+    # --- processes
+
+    def pids(self) -> list[int]:
+        with self.mu:
+            return sorted(self.tasks.procs)
+
+    def proc_names(self) -> dict[str, int]:
+        """name -> pid of the oldest process of that name (by-name/)."""
+        with self.mu:
+            out: dict[str, int] = {}
+            for pid in sorted(self.tasks.procs):
+                out.setdefault(self.tasks.procs[pid].comm, pid)
+            return out
+
+    def proc_view(self, pid: int, *, vmas: bool = False, stats: bool = False) -> vmm_views.ProcView:
+        with self.mu:
+            return vmm_views.proc_view(self, self.tasks.get(pid), vmas=vmas, stats=stats)
+
+    def pte_dump(self, pid: int) -> vmm_views.PteDump:
+        with self.mu:
+            p = self.tasks.get(pid)
+            if p.mm is None:
+                raise InvalidArgument(f"{pid} ({p.comm}) is a kernel thread: no page tables")
+            return vmm_views.pte_dump(self, p)
+
+    def pagemap(self, pid: int, first_vpn: int, count: int) -> bytes:
+        with self.mu:
+            return vmm_views.pagemap(self, self.tasks.get(pid), first_vpn, count)
+
+    def kpagecount(self, first_pfn: int, count: int) -> bytes:
+        with self.mu:
+            return vmm_views.kpagecount(self, first_pfn, count)
+
+    def kpageflags(self, first_pfn: int, count: int) -> bytes:
+        with self.mu:
+            return vmm_views.kpageflags(self, first_pfn, count)
+
+    def files(self) -> list[tuple[str, int, int, int, int]]:
+        """(path, size bytes, cached pages, dirty pages, mappings) of every simulated file."""
+        with self.mu:
+            return [(f.path, f.size, f.nr_cached, f.nr_dirty, f.maps)
+                    for f in sorted(self.vmm.files.values(), key=lambda f: f.path)]
 
     def kmsg_lines(self) -> list[str]:
         with self.mu:

@@ -24,6 +24,24 @@ NUMA_EVENT_NAMES = ("numa_hit", "numa_miss", "numa_foreign", "numa_interleave",
                     "numa_local", "numa_other")
 
 
+class PageStat(IntEnum):
+    """Per-zone page gauges kept by the VMM (Linux's NR_* zone and node stat items)."""
+    ANON = 0              # nr_anon_pages: anonymous pages mapped by processes
+    FILE = 1              # nr_file_pages: page cache, shmem included
+    SHMEM = 2             # nr_shmem
+    FILE_MAPPED = 3       # nr_mapped: page-cache pages mapped by at least one PTE
+    PAGETABLE = 4         # nr_page_table_pages
+    FILE_DIRTY = 5        # nr_dirty
+    INACTIVE_ANON = 6
+    ACTIVE_ANON = 7
+    INACTIVE_FILE = 8
+    ACTIVE_FILE = 9
+
+
+def page_gauges() -> array:
+    return array("q", [0]) * len(PageStat)
+
+
 def zone_counters() -> array:
     return array("Q", [0]) * len(ZoneStat)
 

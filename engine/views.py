@@ -15,7 +15,7 @@ from .commit import commit_limit_pages
 from .pmm import watermarks
 from .pmm.frames import NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER
 from .pmm.zone import NR_ZONES, ZONE_NAMES, Zone
-from .stats import NUMA_EVENT_NAMES, VM_EVENT_NAMES, ZoneStat
+from .stats import NUMA_EVENT_NAMES, VM_EVENT_NAMES, PageStat, ZoneStat
 from .units import GiB, KiB, MiB, PAGE_SHIFT, PAGE_SIZE
 
 KB_PER_PAGE = PAGE_SIZE // KiB
@@ -89,6 +89,16 @@ def available_pages(zones: list[Zone], free: int, pagecache: int, reclaimable: i
     return max(avail, 0)
 
 
+def page_stats(m, zones) -> list[int]:
+    """The VMM's page gauges (PageStat) summed over zones."""
+    out = [0] * len(PageStat)
+    for z in zones:
+        g = m.vmm.gauges[z.zid]
+        for i in range(len(PageStat)):
+            out[i] += g[i]
+    return out
+
+
 def meminfo(m, node: int | None) -> MemInfo:
     zones = _node_zones(m, node)
     total = sum(z.managed_pages for z in zones)
@@ -96,12 +106,20 @@ def meminfo(m, node: int | None) -> MemInfo:
     swap_total = sum(d.nr_slots for d in m.swap)
     swap_free = swap_total - sum(d.used_slots for d in m.swap)
     s = m.sysctl
+    g = page_stats(m, zones)
+    pagecache = g[PageStat.ACTIVE_FILE] + g[PageStat.INACTIVE_FILE]
     dm4k, dm2m, dm1g = m.direct_map_kb
     return MemInfo(
         node=node, total=total, free=free,
-        available=available_pages(zones, free, 0, 0),
-        swap_total=swap_total, swap_free=swap_free,
+        available=available_pages(zones, free, pagecache, 0),
+        cached=g[PageStat.FILE], file_pages=g[PageStat.FILE],
+        active_anon=g[PageStat.ACTIVE_ANON], inactive_anon=g[PageStat.INACTIVE_ANON],
+        active_file=g[PageStat.ACTIVE_FILE], inactive_file=g[PageStat.INACTIVE_FILE],
+        swap_total=swap_total, swap_free=swap_free, dirty=g[PageStat.FILE_DIRTY],
+        anon_pages=g[PageStat.ANON], mapped=g[PageStat.FILE_MAPPED], shmem=g[PageStat.SHMEM],
+        page_tables=g[PageStat.PAGETABLE],
         commit_limit=commit_limit_pages(total, swap_total, s["overcommit_ratio"], s["overcommit_kbytes"]),
+        committed_as=m.vmm.committed,
         directmap_4k_kb=dm4k, directmap_2m_kb=dm2m, directmap_1g_kb=dm1g)
 
 
@@ -186,8 +204,24 @@ class ZoneView:
     blocks_by_mt: tuple[int, ...]
 
 
-def zone_counters(z: Zone) -> list[tuple[str, int]]:
-    gauges = [(name, z.free_pages if name == "nr_free_pages" else 0) for name in ZONE_GAUGES]
+ZONE_PAGE_GAUGES = {"nr_zone_inactive_anon": PageStat.INACTIVE_ANON,
+                    "nr_zone_active_anon": PageStat.ACTIVE_ANON,
+                    "nr_zone_inactive_file": PageStat.INACTIVE_FILE,
+                    "nr_zone_active_file": PageStat.ACTIVE_FILE,
+                    "nr_zone_write_pending": PageStat.FILE_DIRTY}
+
+NODE_PAGE_GAUGES = {"nr_inactive_anon": PageStat.INACTIVE_ANON, "nr_active_anon": PageStat.ACTIVE_ANON,
+                    "nr_inactive_file": PageStat.INACTIVE_FILE, "nr_active_file": PageStat.ACTIVE_FILE,
+                    "nr_anon_pages": PageStat.ANON, "nr_mapped": PageStat.FILE_MAPPED,
+                    "nr_file_pages": PageStat.FILE, "nr_dirty": PageStat.FILE_DIRTY,
+                    "nr_shmem": PageStat.SHMEM, "nr_page_table_pages": PageStat.PAGETABLE}
+
+
+def zone_counters(m, z: Zone) -> list[tuple[str, int]]:
+    g = m.vmm.gauges[z.zid]
+    gauges = [(name, z.free_pages if name == "nr_free_pages"
+               else g[ZONE_PAGE_GAUGES[name]] if name in ZONE_PAGE_GAUGES else 0)
+              for name in ZONE_GAUGES]
     numa = [(name, z.stats[ZoneStat.NUMA_HIT + i]) for i, name in enumerate(NUMA_EVENT_NAMES)]
     return gauges + numa
 
@@ -206,7 +240,7 @@ def zone_view(m, z: Zone) -> ZoneView:
         node=z.node_id, name=z.name, idx=z.idx, populated=bool(z.present_pages), first_of_node=first,
         free=z.free_pages, min=z.wmark_min, low=z.wmark_low, high=z.wmark_high, promo=z.wmark_promo,
         spanned=z.spanned_pages, present=z.present_pages, managed=z.managed_pages,
-        protection=tuple(z.lowmem_reserve), counters=tuple(zone_counters(z)),
+        protection=tuple(z.lowmem_reserve), counters=tuple(zone_counters(m, z)),
         pagesets=tuple(PagesetView(p.cpu, p.count, p.high, p.batch, p.high_min, p.high_max)
                        for p in z.pcp.values()),
         stats_threshold=watermarks.stats_threshold(z, m.config.cpus),
@@ -219,7 +253,9 @@ def zone_view(m, z: Zone) -> ZoneView:
 
 def node_counters(m, node: int | None) -> list[tuple[str, int]]:
     """The per-node gauges (zoneinfo's "per-node stats", node vmstat), summed if node is None."""
-    return [(name, 0) for name in NODE_GAUGES]
+    g = page_stats(m, _node_zones(m, node))
+    return [(name, g[NODE_PAGE_GAUGES[name]] if name in NODE_PAGE_GAUGES else 0)
+            for name in NODE_GAUGES]
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +266,7 @@ def vmstat(m) -> list[tuple[str, int]]:
     zones = m.zones
     out = []
     for i, name in enumerate(ZONE_GAUGES):
-        out.append((name, sum(zone_counters(z)[i][1] for z in zones)))
+        out.append((name, sum(zone_counters(m, z)[i][1] for z in zones)))
     for i, name in enumerate(NUMA_EVENT_NAMES):
         out.append((name, sum(z.stats[ZoneStat.NUMA_HIT + i] for z in zones)))
     out.extend(node_counters(m, None))
@@ -284,7 +320,9 @@ def cpu_stat(m) -> CpuStat:
     timer = m.clock.tick * m.config.cpus       # one local timer interrupt per tick per CPU
     return CpuStat(idle_per_cpu=tuple(uptime_hz for _ in range(m.config.cpus)),
                    boot_time=m.boot_time, interrupts=timer, softirq_timer=timer,
-                   processes=0, procs_running=0, procs_blocked=0)
+                   processes=m.tasks.forks,
+                   procs_running=sum(p.state == "R" for p in m.tasks.procs.values()),
+                   procs_blocked=sum(p.state == "D" for p in m.tasks.procs.values()))
 
 
 # ---------------------------------------------------------------------------

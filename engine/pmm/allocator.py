@@ -113,6 +113,7 @@ class PhysicalAllocator:
         self.ft.flags[pfn] = ptype
         self.ft.content[pfn] = 0
         self.ft.mapcount[pfn] = 0
+        self.ft.rmap[pfn] = 0
 
     def free_page(self, pfn: int, *, cpu: int) -> None:
         """Give one in-use frame back (to the CPU's free-page stack of its zone)."""
@@ -121,6 +122,7 @@ class PhysicalAllocator:
                "free_page", f"pfn {pfn:#x} is not an allocated frame")
         ft.content[pfn] = POISON
         ft.mapcount[pfn] = 0
+        ft.rmap[pfn] = 0
         z = self.zone_of(pfn)
         z.pcp_free(cpu, pfn)
         z.free_pages += 1
@@ -181,5 +183,6 @@ class PhysicalAllocator:
         z.take_range(start, end)
         self.ft.flags_np()[start:end] = int(ptype)
         self.ft.content_np()[start:end] = 0
-        np.frombuffer(self.ft.mapcount, dtype=np.uint16)[start:end] = 0
+        self.ft.mapcount_np()[start:end] = 0
+        self.ft.rmap_np()[start:end] = 0
         self._count_numa(z, z, cpu, nr_pages)

@@ -3,13 +3,16 @@
 Owns the columns below, indexed by pfn, for every pfn from 0 to max_pfn
 (holes included, marked NOPAGE, like Linux's flat memmap). Nothing here is
 one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
-= 12, against the 64 of Linux's struct page.
++ rmap 8 = 20, against the 64 of Linux's struct page.
 
     flags[pfn]    u16   bits 0-3  PageType (what the frame is)
                         bits 4-7  buddy order, meaningful only with BUDDY
                         bit  8    BUDDY: head of a free block on a buddy free list
                         bit  9    PCP: a free frame sitting on a per-cpu free-page stack
-                        bits 10-15 free for later layers
+                        bit  10   DIRTY: a page-cache frame newer than its file (PG_dirty)
+                        bit  11   LAZYFREE: an anonymous frame given up by MADV_FREE;
+                                  discardable while no PTE maps it dirty
+                        bits 12-15 free for later layers
     content[pfn]  u64   the simulated content value of the frame (one 64-bit
                         word stands for the page). A free frame has no content
                         to keep: a BUDDY head stores its free-list links here
@@ -17,6 +20,12 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         threads its free list through the free pages; other
                         free frames hold POISON once freed (0 from boot).
     mapcount[pfn] u16   page-table mappings of the frame (kpagecount); 0 when free or kernel-owned
+                        (the shared zero page is never counted, as in Linux)
+    rmap[pfn]     u64   who owns an in-use user frame, for the reverse map (Linux's
+                        page->mapping and page->index in one word): owner << 36 | index.
+                        ANON: owner = the anon family (a process and its forks),
+                        index = virtual page number; FILE/SHMEM: owner = the file's
+                        inode number, index = page of the file. 0 otherwise.
 
 Per-pageblock columns (one entry per 512 frames) live here too:
     pb_zone[pb]   u8    global zone id of the pageblock (node * NR_ZONES + zone index)
@@ -42,6 +51,8 @@ ORDER_SHIFT = 4
 ORDER_MASK = 0x00F0
 BUDDY = 0x0100
 PCP = 0x0200
+DIRTY = 0x0400
+LAZYFREE = 0x0800
 
 
 class PageType(IntEnum):
@@ -49,6 +60,10 @@ class PageType(IntEnum):
     RESERVED = 1    # RAM the kernel kept at boot: low memory, kernel image, memmap
     FREE = 2        # free: in a buddy block or on a per-cpu stack
     KERNEL = 3      # handed out to a kernel user (palloc: a driver's buffer); unmovable
+    ANON = 4        # a process's private anonymous page (mapped by mapcount PTEs)
+    FILE = 5        # page cache of a simulated file (kept after unmap until the file goes)
+    SHMEM = 6       # page cache of shared anonymous memory (tmpfs-like; Shmem in meminfo)
+    PAGETABLE = 7   # one page of a process's page tables (512 entries)
 
 
 class MigrateType(IntEnum):
@@ -75,6 +90,7 @@ class FrameTable:
         self.flags = array("H", bytes(2 * max_pfn))          # all NOPAGE
         self.content = array("Q", bytes(8 * max_pfn))
         self.mapcount = array("H", bytes(2 * max_pfn))
+        self.rmap = array("Q", bytes(8 * max_pfn))
         nr_pb = -(-max_pfn // PAGEBLOCK_PAGES)
         self.pb_zone = bytearray(nr_pb)
         self.pb_mt = bytearray([MigrateType.MOVABLE]) * nr_pb
@@ -87,6 +103,12 @@ class FrameTable:
     def content_np(self) -> np.ndarray:
         return np.frombuffer(self.content, dtype=np.uint64)
 
+    def mapcount_np(self) -> np.ndarray:
+        return np.frombuffer(self.mapcount, dtype=np.uint16)
+
+    def rmap_np(self) -> np.ndarray:
+        return np.frombuffer(self.rmap, dtype=np.uint64)
+
     def set_type_range(self, start: int, end: int, ptype: PageType) -> None:
         """Boot-time: stamp [start, end) with a type, clearing other flag bits."""
         self.flags_np()[start:end] = int(ptype)
@@ -97,4 +119,13 @@ class FrameTable:
     def host_bytes(self) -> int:
         """Host memory held by the columns (what a frame costs the simulator)."""
         return (self.flags.itemsize * len(self.flags) + self.content.itemsize * len(self.content)
-                + self.mapcount.itemsize * len(self.mapcount) + len(self.pb_zone) + len(self.pb_mt))
+                + self.mapcount.itemsize * len(self.mapcount) + self.rmap.itemsize * len(self.rmap)
+                + len(self.pb_zone) + len(self.pb_mt))
+
+
+RMAP_INDEX_BITS = 36
+RMAP_INDEX_MASK = (1 << RMAP_INDEX_BITS) - 1
+
+
+def rmap_word(owner: int, index: int) -> int:
+    return (owner << RMAP_INDEX_BITS) | index

@@ -1,0 +1,1 @@
+"""The virtual memory manager: address spaces, page tables, faults, processes."""

@@ -1,0 +1,362 @@
+"""Tasks: the process table and every command a process can be given.
+
+Each public method takes the engine lock, finds the process (ESRCH if it is
+gone), checks its arguments, and calls the Vmm. What a simulated program's
+access causes is handled here: a SIGSEGV or SIGBUS kills the process (kmsg
+gets the kernel's segfault line) and the command fails with EFAULT; a fault
+that finds no free frame calls the OOM killer.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import process as pr
+from .mm import PAGE, STACK_GUARD_GAP, TASK_SIZE, AddressSpace, page_align
+from .process import PID_BASE, PID_LIMIT, Process
+from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
+                  VM_SOFTDIRTY, VM_WRITE, Vma)
+from .vmm import FaultOom, Segv, fill_value
+from ..errors import EngineError, Fault, InvalidArgument, NoSuchProcess, OutOfMemory
+from ..stats import VmEvent
+from ..units import KiB
+
+MAX_PROCESSES = 32768
+
+
+def locked(func):
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        with self.m.mu:
+            return func(self, *args, **kwargs)
+    return wrapper
+
+
+class Tasks:
+    def __init__(self, machine):
+        self.m = machine
+        self.vmm = machine.vmm
+        self.procs: dict[int, Process] = {}
+        self.next_pid = PID_BASE + 1
+        self.forks = 0                       # processes created since boot (/proc/stat)
+        kthreadd = Process(self._alloc_pid(), "kthreadd", 0, cpu=0, node=0, start_tick=0,
+                           uid=0, kthread=True)
+        self.procs[kthreadd.pid] = kthreadd
+
+    # ------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------
+
+    def _log(self, text: str) -> None:
+        self.m.kmsg.log(self.m.clock.uptime_us, text)
+
+    def _alloc_pid(self) -> int:
+        pid = self.next_pid
+        while pid in self.procs:
+            pid += 1
+        if pid > PID_LIMIT:
+            raise OutOfMemory("no free pid left")
+        self.next_pid = pid + 1
+        return pid
+
+    def get(self, pid: int) -> Process:
+        p = self.procs.get(pid)
+        if p is None:
+            raise NoSuchProcess(f"no process {pid}")
+        return p
+
+    def _user(self, pid: int) -> Process:
+        p = self.get(pid)
+        if p.mm is None:
+            raise InvalidArgument(f"{pid} ({p.comm}) is a kernel thread: it has no address space")
+        return p
+
+    def owner_of(self, mm):
+        for p in self.procs.values():
+            if p.mm is mm:
+                return p
+        return None
+
+    def _cpu(self, pid: int) -> tuple[int, int]:
+        cpu = (pid - PID_BASE) % self.m.config.cpus
+        return cpu, self.m.cpu_node.get(cpu, 0)
+
+    def by_name(self, name: str) -> Process | None:
+        """The oldest live process called name."""
+        best = None
+        for p in self.procs.values():
+            if p.comm == name and (best is None or p.pid < best.pid):
+                best = p
+        return best
+
+    # ------------------------------------------------------------------
+    # life and death
+    # ------------------------------------------------------------------
+
+    @locked
+    def spawn(self, name: str, *, text: int = pr.DEFAULT_TEXT, data: int = pr.DEFAULT_DATA,
+              stack: int = pr.DEFAULT_STACK, uid: int = 1000, oom_score_adj: int = 0) -> int:
+        why = pr.check_comm(name)
+        if why:
+            raise InvalidArgument(f"spawn: {why}")
+        for key, size, lo, hi in (("text", text, PAGE, 1 << 30), ("data", data, 0, 1 << 30),
+                                  ("stack", stack, PAGE, 8 << 20)):
+            if not lo <= size <= hi:
+                raise InvalidArgument(f"spawn: {key}={size} must be between {lo} and {hi} bytes")
+        if not -1000 <= oom_score_adj <= 1000:
+            raise InvalidArgument(f"spawn: oom_score_adj={oom_score_adj} is outside -1000..1000")
+        if not 0 <= uid < 1 << 31:
+            raise InvalidArgument(f"spawn: uid={uid} is not a valid user id")
+        if len(self.procs) >= MAX_PROCESSES:
+            raise OutOfMemory(f"spawn: {MAX_PROCESSES} processes already (threads-max)")
+        lay = pr.layout(text, data, stack)
+        exe_path = f"/usr/bin/{name}"
+        exe_size = lay["data"][1] - pr.TEXT_START
+        pid = self._alloc_pid()
+        cpu, node = self._cpu(pid)
+        p = Process(pid, name, 0, cpu=cpu, node=node, start_tick=self.m.clock.tick, uid=uid)
+        p.oom_score_adj = oom_score_adj
+        vmm = self.vmm
+        created = exe_path not in vmm.files
+        try:
+            p.mm = self._new_mm(p)
+            exe = vmm.files.get(exe_path) or vmm.create_file(exe_path, exe_size)
+            exe.grow(exe_size)
+            mm = p.mm
+            ts, te = lay["text"]
+            ds, de = lay["data"]
+            ss, se = lay["stack"]
+            vmm.mmap(p, te - ts, addr=ts, prot=pr.TEXT_PROT, shared=False, file=exe, offset=0,
+                     populate=False)
+            if de > ds:
+                vmm.mmap(p, de - ds, addr=ds, prot=pr.DATA_PROT, shared=False, file=exe,
+                         offset=ds - ts, populate=False)
+            vmm.mmap(p, se - ss, addr=ss, prot=pr.DATA_PROT, shared=False, file=None, offset=0,
+                     populate=False, name="[stack]", extra_flags=VM_GROWSDOWN)
+            mm.start_code, mm.end_code = ts, te
+            mm.start_data, mm.end_data = ds, de
+            mm.start_brk = mm.brk = de
+            mm.start_stack = se - PAGE
+            # exec copies argv and the environment to the top of the stack: one written page.
+            vmm.write_value(p, se - PAGE, fill_value(se - PAGE, len(name)))
+            mm.hiwater_rss = mm.rss
+        except (EngineError, FaultOom) as e:
+            if p.mm is not None:
+                vmm.exit_mm(p)
+            if created and exe_path in vmm.files and not vmm.files[exe_path].maps:
+                self._forget_file(exe_path)
+            if isinstance(e, FaultOom):
+                raise OutOfMemory(f"spawn: no free frame for {name}'s page tables or stack") from None
+            raise
+        self.procs[pid] = p
+        self.forks += 1
+        self._log(f"spawn: {pid} ({name}) text {te - ts >> 10}K data {de - ds >> 10}K "
+                  f"stack {se - ss >> 10}K")
+        return pid
+
+    def _forget_file(self, path: str) -> None:
+        f = self.vmm.files.pop(path)
+        self.vmm.drop_cache(f)
+        del self.vmm.inodes[f.ino]
+
+    def _new_mm(self, p: Process) -> AddressSpace:
+        return AddressSpace(self.vmm.new_pgd(p.cpu, p.node))
+
+    @locked
+    def fork(self, pid: int) -> int:
+        parent = self._user(pid)
+        if len(self.procs) >= MAX_PROCESSES:
+            raise OutOfMemory(f"fork: {MAX_PROCESSES} processes already (threads-max)")
+        cpid = self._alloc_pid()
+        cpu, node = self._cpu(cpid)
+        child = Process(cpid, parent.comm, parent.pid, cpu=cpu, node=node,
+                        start_tick=self.m.clock.tick, uid=parent.uid)
+        child.cmdline = list(parent.cmdline)
+        child.oom_score_adj = parent.oom_score_adj
+        child.anon_family = parent.anon_family
+        try:
+            child.mm = self._new_mm(child)
+        except FaultOom:
+            raise OutOfMemory("fork: no free frame for the child's page-table root") from None
+        self.vmm.dup_mm(parent, child)          # raises OutOfMemory, child torn down
+        self.procs[cpid] = child
+        self.forks += 1
+        self._log(f"fork: {pid} ({parent.comm}) -> {cpid}")
+        return cpid
+
+    def _exit(self, p: Process, code: int) -> None:
+        if p.mm is not None:
+            self.vmm.exit_mm(p)
+        p.state = "X"
+        p.exit_code = code
+        del self.procs[p.pid]
+        for c in self.procs.values():
+            if c.ppid == p.pid:
+                c.ppid = 0
+
+    @locked
+    def exit(self, pid: int, code: int = 0) -> None:
+        p = self._user(pid)
+        self._exit(p, code)
+        self._log(f"exit: {pid} ({p.comm}) status {code}")
+
+    @locked
+    def kill(self, pid: int) -> None:
+        p = self.get(pid)
+        if p.kthread:
+            raise InvalidArgument(f"kill: {pid} ({p.comm}) is a kernel thread; it cannot be killed")
+        self._exit(p, 128 + 9)
+        self._log(f"kill: {pid} ({p.comm}) killed by SIGKILL")
+
+    def oom_kill(self, victim: Process) -> str:
+        """Kill victim, logging it as Linux's OOM killer does; returns the log line."""
+        mm = victim.mm
+        kb = PAGE // KiB
+        line = (f"Out of memory: Killed process {victim.pid} ({victim.comm}) "
+                f"total-vm:{mm.total_vm() * kb}kB, anon-rss:{mm.rss_anon * kb}kB, "
+                f"file-rss:{mm.rss_file * kb}kB, shmem-rss:{mm.rss_shmem * kb}kB, "
+                f"UID:{victim.uid} pgtables:{(mm.pt_pages + 1) * kb}kB "
+                f"oom_score_adj:{victim.oom_score_adj}")
+        self._log(line)
+        self.m.events[VmEvent.OOM_KILL] += 1
+        self._exit(victim, 128 + 9)
+        return line
+
+    # ------------------------------------------------------------------
+    # running a program's access: faults have consequences
+    # ------------------------------------------------------------------
+
+    def _run(self, p: Process, what: str, fn, *args):
+        try:
+            return fn(p, *args)
+        except Segv as s:
+            mm = p.mm
+            if s.signal == "SIGSEGV":
+                self._log(f"{p.comm}[{p.pid}]: segfault at {s.va:x} ip {mm.start_code:016x} "
+                          f"sp {mm.start_stack:016x} error {s.error_code:x} in "
+                          f"{p.comm}[{mm.start_code:x}+{mm.end_code - mm.start_code:x}] "
+                          f"likely on CPU {p.cpu} (core {p.cpu}, socket 0)")
+            else:
+                self._log(f"{p.comm}[{p.pid}]: {s.signal} at {s.va:x}: {s.why}")
+            self._exit(p, 128 + (11 if s.signal == "SIGSEGV" else 7))
+            raise Fault(f"{what}: {s.signal} at {s.va:#x} ({s.why}): process {p.pid} "
+                        f"({p.comm}) was killed") from None
+        except FaultOom:
+            line = self.oom_kill(p)
+            raise OutOfMemory(f"{what}: no free frame for a page fault at this point; the OOM "
+                              f"killer chose {p.pid} ({p.comm}): {line}") from None
+
+    @staticmethod
+    def _range(what: str, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > 1 << 64:
+            raise InvalidArgument(f"{what}: address and length must be non-negative 64-bit values")
+
+    @locked
+    def mmap(self, pid: int, length: int, *, addr: int | None = None, prot: int, shared: bool = False,
+             file: str | None = None, offset: int = 0, populate: bool = False) -> int:
+        p = self._user(pid)
+        f = None
+        if file is not None:
+            path = file if file.startswith("/") else "/" + file
+            f = self.vmm.files.get(path)
+            if f is None:
+                raise InvalidArgument(f"mmap: no file {path} (create it with `file {file} SIZE` "
+                                      f"on the machine's ctl)")
+        elif offset:
+            raise InvalidArgument("mmap: offset= needs file=")
+        return self._run(p, "mmap", lambda q: self.vmm.mmap(
+            q, length, addr=addr, prot=prot, shared=shared, file=f, offset=offset,
+            populate=populate))
+
+    @locked
+    def munmap(self, pid: int, addr: int, length: int) -> int:
+        self._range("munmap", addr, length)
+        return self.vmm.munmap(self._user(pid), addr, length)
+
+    @locked
+    def mprotect(self, pid: int, addr: int, length: int, prot: int) -> None:
+        self._range("mprotect", addr, length)
+        self.vmm.mprotect(self._user(pid), addr, length, prot)
+
+    @locked
+    def madvise(self, pid: int, addr: int, length: int, advice: str) -> int:
+        self._range("madvise", addr, length)
+        return self.vmm.madvise(self._user(pid), addr, length, advice)
+
+    @locked
+    def touch(self, pid: int, addr: int, length: int, write: bool) -> int:
+        self._range("touch", addr, length)
+        return self._run(self._user(pid), "touch", lambda q: self.vmm.touch(q, addr, length, write))
+
+    @locked
+    def write(self, pid: int, addr: int, value: int) -> None:
+        self._range("write", addr, 1)
+        if not 0 <= value < 1 << 64:
+            raise InvalidArgument(f"write: value {value} does not fit 64 bits unsigned")
+        self._run(self._user(pid), "write", lambda q: self.vmm.write_value(q, addr, value))
+
+    @locked
+    def read(self, pid: int, addr: int) -> int:
+        self._range("read", addr, 1)
+        return self._run(self._user(pid), "read", lambda q: self.vmm.read_value(q, addr))
+
+    @locked
+    def fill(self, pid: int, addr: int, length: int, seed: int = 0) -> int:
+        self._range("fill", addr, length)
+        return self._run(self._user(pid), "fill", lambda q: self.vmm.fill(q, addr, length, seed))
+
+    @locked
+    def verify(self, pid: int, addr: int, length: int, seed: int = 0) -> int:
+        self._range("verify", addr, length)
+        return self._run(self._user(pid), "verify", lambda q: self.vmm.verify(q, addr, length, seed))
+
+    @locked
+    def brk(self, pid: int, new: int | None = None, delta: int | None = None) -> int:
+        """Move the program break (absolute, or by delta); returns the new break."""
+        p = self._user(pid)
+        mm = p.mm
+        if new is None and delta is None:
+            return mm.brk
+        target = new if new is not None else mm.brk + delta
+        if target < mm.start_brk:
+            raise InvalidArgument(f"brk: {target:#x} is below the start of the heap "
+                                  f"({mm.start_brk:#x})")
+        old_top, new_top = page_align(mm.brk), page_align(target)
+        heap = mm.find(mm.start_brk) if mm.brk > mm.start_brk else None
+        if new_top > old_top:
+            nxt = mm.next_after(old_top - 1) if old_top > mm.start_brk else mm.next_after(mm.start_brk)
+            limit = nxt.start - (STACK_GUARD_GAP if nxt.flags & VM_GROWSDOWN else 0) if nxt else TASK_SIZE
+            if new_top > limit:
+                raise OutOfMemory(f"brk: the heap cannot grow to {target:#x}: the mapping at "
+                                  f"{nxt.start:#x} is in the way")
+            grow = (new_top - old_top) // PAGE
+            if not self.vmm.charge(grow, mm):
+                raise OutOfMemory(self.vmm._refusal("brk", grow))
+            if heap is None:
+                flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT | VM_SOFTDIRTY
+                mm.insert(Vma(old_top, new_top, flags, name="[heap]"))
+            else:
+                heap.end = new_top
+            mm.update_hiwater()
+        elif new_top < old_top:
+            self.vmm.munmap(p, new_top, old_top - new_top)
+        mm.brk = target
+        return target
+
+    @locked
+    def create_file(self, path: str, size: int) -> str:
+        if not path or any(c.isspace() for c in path) or "//" in path or path.endswith("/"):
+            raise InvalidArgument(f"file: {path!r} is not a valid path")
+        path = path if path.startswith("/") else "/" + path
+        if size <= 0 or size > 1 << 40:
+            raise InvalidArgument(f"file: size must be between 1 byte and 1T, not {size}")
+        self.vmm.create_file(path, size)
+        self._log(f"file: created {path}, {size} bytes")
+        return path
+
+    @locked
+    def set_oom_score_adj(self, pid: int, value: int) -> None:
+        p = self._user(pid)
+        if not -1000 <= value <= 1000:
+            raise InvalidArgument(f"oom_score_adj: {value} is outside -1000..1000")
+        p.oom_score_adj = value
+
