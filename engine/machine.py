@@ -404,6 +404,9 @@ class Machine:
 
     # --- processes
 
+    def has_pid(self, pid: int) -> bool:
+        return pid in self.tasks.procs          # one dict probe: atomic, no lock needed
+
     def pids(self) -> list[int]:
         with self.mu:
             return sorted(self.tasks.procs)

@@ -13,8 +13,10 @@ from typing import Callable
 
 from engine.errors import InvalidArgument
 from engine.units import parse_number
+from engine.vmm.vma import parse_prot
 
-SIZE, INT, STR, RANGE = "SIZE", "N", "NAME", "PFN[-PFN]"
+SIZE, INT, STR, RANGE, ADDR, PROT, VALUE = ("SIZE", "N", "NAME", "PFN[-PFN]", "ADDR", "PROT",
+                                            "VALUE")
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,18 @@ class Verb:
 
 def _convert(verb: str, what: str, kind: str, text: str):
     try:
-        if kind in (SIZE,):
+        if kind in (SIZE, ADDR):
             return parse_number(text)
+        if kind == VALUE:
+            v = parse_number(text)
+            if v >= 1 << 64:
+                raise ValueError(f"{text!r} does not fit in 64 bits")
+            return v
+        if kind == PROT:
+            prot = parse_prot(text)
+            if prot is None:
+                raise ValueError(f"{text!r} is not a protection (r, rw, rx, rwx, w, x, none)")
+            return prot
         if kind == INT:
             if not text.lstrip("-").isdigit():
                 raise ValueError(f"expected a decimal integer, got {text!r}")
@@ -117,7 +129,32 @@ def _bar(m, args, opts) -> str:
     return f"{bar.start:#x}"
 
 
+def _spawn(m, args, opts) -> str:
+    kw = {k: opts[k] for k in ("text", "data", "stack", "uid", "oom_score_adj") if k in opts}
+    return str(m.tasks.spawn(args[0], **kw))
+
+
+def _kill(m, args, opts) -> None:
+    m.tasks.kill(args[0])
+
+
+def _file(m, args, opts) -> None:
+    m.tasks.create_file(args[0], args[1])
+
+
 CTL_VERBS = {v.name: v for v in (
+    Verb("spawn", _spawn, "NAME [text=SIZE] [data=SIZE] [stack=SIZE] [uid=N] [oom_score_adj=N]",
+         "start a process: program text (r-x) and data (rw-) mapped from /usr/bin/NAME, an "
+         "empty heap, a stack with exec's argument page written; prints its pid",
+         "spawn web data=1M",
+         args=(STR,), options={"text": SIZE, "data": SIZE, "stack": SIZE, "uid": INT,
+                               "oom_score_adj": INT}),
+    Verb("kill", _kill, "PID", "kill a process (SIGKILL): its memory goes back at once",
+         "kill 5000002", args=(INT,)),
+    Verb("file", _file, "NAME SIZE",
+         "create a simulated file of SIZE bytes (zeros) that processes can mmap with file=NAME; "
+         "its pages are cached in RAM when touched (Cached in meminfo)", "file data.db 64M",
+         args=(STR, SIZE)),
     Verb("palloc", _palloc,
          "[count=N] [zone=Z] [node=N] [contiguous] [below=ADDR] [align=SIZE] [boundary=SIZE]",
          "take physical frames as a kernel driver would. Plain: frames one by one from the "
@@ -167,11 +204,132 @@ CLOCK_VERBS = {v.name: v for v in (
 )}
 
 
-def run_line(m, text: str, table: dict[str, Verb]) -> str | None:
-    """Parse and run one command line; returns its result line (None if it has none)."""
+# ---------------------------------------------------------------------------
+# per-process ctl: each run gets the pid first
+# ---------------------------------------------------------------------------
+
+def _hex(addr: int) -> str:
+    return f"{addr:#x}"
+
+
+def _munmap(m, pid, args, opts) -> None:
+    m.tasks.munmap(pid, args[0], args[1])
+
+
+def _mprotect(m, pid, args, opts) -> None:
+    m.tasks.mprotect(pid, args[0], args[1], args[2])
+
+
+def _madvise(m, pid, args, opts) -> None:
+    m.tasks.madvise(pid, args[0], args[1], args[2])
+
+
+def _touch(m, pid, args, opts) -> None:
+    m.tasks.touch(pid, args[0], args[1], opts.get("write", False))
+
+
+def _write(m, pid, args, opts) -> None:
+    m.tasks.write(pid, args[0], args[1])
+
+
+def _read(m, pid, args, opts) -> str:
+    return str(m.tasks.read(pid, args[0]))
+
+
+def _fill(m, pid, args, opts) -> None:
+    m.tasks.fill(pid, args[0], args[1], opts.get("seed", 0))
+
+
+def _verify(m, pid, args, opts) -> str:
+    return str(m.tasks.verify(pid, args[0], args[1], opts.get("seed", 0)))
+
+
+def _fork(m, pid, args, opts) -> str:
+    return str(m.tasks.fork(pid))
+
+
+def _mmap(m, pid, args, opts) -> str:
+    return _hex(m.tasks.mmap(pid, args[0], addr=opts.get("addr"), prot=opts.get("prot", 3),
+                             shared=opts.get("shared", False), file=opts.get("file"),
+                             offset=opts.get("offset", 0), populate=opts.get("populate", False)))
+
+
+def _brk(m, pid, args, opts) -> str:
+    if not args:
+        return _hex(m.tasks.brk(pid))
+    word = args[0]
+    try:
+        if word[0] in "+-":
+            delta = parse_number(word[1:])
+            return _hex(m.tasks.brk(pid, delta=delta if word[0] == "+" else -delta))
+        return _hex(m.tasks.brk(pid, new=parse_number(word)))
+    except ValueError as e:
+        raise InvalidArgument(f"brk: {e}") from None
+
+
+def _exit(m, pid, args, opts) -> None:
+    code = args[0] if args else 0
+    if not 0 <= code <= 255:
+        raise InvalidArgument(f"exit: status {code} is outside 0..255")
+    m.tasks.exit(pid, code)
+
+
+PROC_VERBS = {v.name: v for v in (
+    Verb("mmap", _mmap, "LEN [addr=ADDR] [prot=r|rw|rx|rwx|none] [shared] [file=NAME] "
+         "[offset=OFF] [populate]",
+         "map LEN bytes (rounded up to pages): anonymous private memory by default, rw; shared "
+         "anonymous with `shared`; a file with file=NAME (private copy-on-write, or shared). "
+         "Only address space is reserved: frames come on first touch (populate: now). addr= "
+         "asks for exactly that address and fails with EEXIST if something is there. Prints "
+         "the start address", "mmap 64M",
+         args=(SIZE,), options={"addr": ADDR, "prot": PROT, "file": STR, "offset": SIZE},
+         flags=("shared", "populate")),
+    Verb("munmap", _munmap, "ADDR LEN",
+         "unmap a range (part of a mapping splits it); its private frames go back to the "
+         "free lists", "munmap 0x7ffff3fff000 4K", args=(ADDR, SIZE)),
+    Verb("mprotect", _mprotect, "ADDR LEN PROT",
+         "change the protection of a mapped range (r, rw, rx, rwx, none)",
+         "mprotect 0x7ffff3fff000 64K r", args=(ADDR, SIZE, PROT)),
+    Verb("madvise", _madvise, "ADDR LEN dontneed|free",
+         "dontneed: drop the range's pages now (anonymous memory reads zero again); free: "
+         "private anonymous pages become lazily freeable (LazyFree in smaps) until written",
+         "madvise 0x7ffff3fff000 1M dontneed", args=(ADDR, SIZE, STR)),
+    Verb("touch", _touch, "ADDR LEN [write]",
+         "access every page of the range as the program would (read, or write): faults take "
+         "frames; an access outside any mapping is a segfault that kills the process",
+         "touch 0x7ffff3fff000 1M write", args=(ADDR, SIZE), flags=("write",)),
+    Verb("write", _write, "ADDR VALUE",
+         "store a 64-bit value in the page at ADDR (each page holds one value)",
+         "write 0x7ffff3fff000 42", args=(ADDR, VALUE)),
+    Verb("read", _read, "ADDR",
+         "the 64-bit value of the page at ADDR, in decimal (never-written memory reads 0)",
+         "read 0x7ffff3fff000", args=(ADDR,)),
+    Verb("fill", _fill, "ADDR LEN [seed=S]",
+         "write to every page of the range a value derived from the page's address and S",
+         "fill 0x7ffff3fff000 32M seed=7", args=(ADDR, SIZE), options={"seed": VALUE}),
+    Verb("verify", _verify, "ADDR LEN [seed=S]",
+         "read every page of the range and print how many differ from what fill wrote "
+         "(0 = intact)", "verify 0x7ffff3fff000 32M seed=7", args=(ADDR, SIZE),
+         options={"seed": VALUE}),
+    Verb("fork", _fork, "",
+         "fork the process: the child shares every page copy-on-write; prints the child's pid",
+         "fork"),
+    Verb("brk", _brk, "[ADDR|+SIZE|-SIZE]",
+         "move the program break (the end of [heap]) to ADDR or by SIZE; prints the break",
+         "brk +1M", args=(STR,), min_args=0),
+    Verb("exit", _exit, "[STATUS]", "the process exits; its memory goes back", "exit",
+         args=(INT,), min_args=0),
+)}
+
+
+def run_line(m, text: str, table: dict[str, Verb], *context) -> str | None:
+    """Parse and run one command line; returns its result line (None if it has none).
+
+    context goes to the verb before its arguments (the pid, for per-process ctl).
+    """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) > 1:
         raise InvalidArgument(f"one command per write, got {len(lines)} lines "
                               f"(write each line separately)")
     verb, args, opts = parse(lines[0] if lines else "", table)
-    return verb.run(m, args, opts)
+    return verb.run(m, *context, args, opts)

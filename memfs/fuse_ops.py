@@ -24,7 +24,7 @@ import time
 
 from engine.errors import EngineError
 from .fusebind import FuseOSError
-from .tree import Dir, File, lookup
+from .tree import Dir, File, Link, lookup
 
 log = logging.getLogger("memfs")
 
@@ -104,8 +104,12 @@ class MemFs:
         attrs = dict(st_uid=self._uid, st_gid=self._gid, st_atime=now_ns, st_mtime=now_ns,
                      st_ctime=int(self._mounted_at * 1e9))
         if isinstance(node, Dir):
-            subdirs = sum(isinstance(c, Dir) for c in node.children(self.machine).values())
-            attrs.update(st_mode=stat.S_IFDIR | node.mode, st_nlink=2 + subdirs, st_size=0)
+            attrs.update(st_mode=stat.S_IFDIR | node.mode, st_nlink=2, st_size=0)
+        elif isinstance(node, Link):
+            target = node.target(self.machine)
+            if target is None:
+                raise FuseOSError(errno.ENOENT)
+            attrs.update(st_mode=stat.S_IFLNK | 0o777, st_nlink=1, st_size=len(target))
         else:
             # Size 0 like procfs: every file is opened with direct_io, so readers read to EOF.
             attrs.update(st_mode=stat.S_IFREG | node.mode, st_nlink=1, st_size=0)
@@ -117,6 +121,16 @@ class MemFs:
         if not isinstance(node, Dir):
             raise FuseOSError(errno.ENOTDIR)
         return [".", ".."] + list(node.children(self.machine))
+
+    @_op
+    def readlink(self, path):
+        node = self._node(path)
+        if not isinstance(node, Link):
+            raise FuseOSError(errno.EINVAL)
+        target = node.target(self.machine)
+        if target is None:
+            raise FuseOSError(errno.ENOENT)
+        return target
 
     @_op
     def statfs(self, path):
@@ -131,6 +145,8 @@ class MemFs:
         node = self._node(path)
         if isinstance(node, Dir):
             raise FuseOSError(errno.EISDIR)
+        if isinstance(node, Link):
+            raise FuseOSError(errno.ELOOP)
         acc = fi.flags & os.O_ACCMODE
         # Root passes the kernel's mode check, so the mode bits are enforced here too.
         if acc in (os.O_WRONLY, os.O_RDWR) and not node.writable:
@@ -158,6 +174,8 @@ class MemFs:
         if h.node.transaction:
             out, h.result = h.result[:size], h.result[size:]
             return out
+        if h.node.read_range is not None:
+            return h.node.read_range(self.machine, offset, size)
         if offset == 0:
             content = h.node.show(self.machine)
             h.snapshot = content.encode() if isinstance(content, str) else content
@@ -186,7 +204,7 @@ class MemFs:
     def truncate(self, path, length, fh=None):
         # `echo x > file` truncates before writing (libfuse 2): harmless on writable files.
         node = self._node(path)
-        if isinstance(node, Dir) or not node.writable:
+        if not isinstance(node, File) or not node.writable:
             raise FuseOSError(errno.EACCES)
         return 0
 

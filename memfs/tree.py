@@ -7,11 +7,13 @@ depend on the machine (nodes now, processes later) gives a function.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .proc import iomem, meminfo, stat, swaps, vmstat, zoneinfo
 from .proc import memfs_files
+from .proc import pid as proc_pid
 from .sysfs import node as sysfs_node
 
 
@@ -22,10 +24,12 @@ class File:
     store: Callable[[object, str], str | None] | None = None   # (machine, text) -> result line
     transaction: bool = False        # a read returns the result of this handle's last write
     help: str = ""                   # one line for the README
+    # Binary files indexed by offset: (machine, offset, size) -> bytes, computed per read.
+    read_range: Callable[[object, int, int], bytes] | None = None
 
     @property
     def readable(self) -> bool:
-        return self.show is not None or self.transaction
+        return self.show is not None or self.transaction or self.read_range is not None
 
     @property
     def writable(self) -> bool:
@@ -33,13 +37,38 @@ class File:
 
 
 @dataclass(frozen=True)
+class Link:
+    target: Callable[[object], str | None]      # machine -> where it points (None: gone)
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class Dir:
     entries: dict | Callable[[object], dict] = field(default_factory=dict)
     mode: int = 0o555
     help: str = ""
+    # Entries that come and go (process folders): name -> node without listing them all.
+    find: Callable[[object, str], object] | None = None
+    names: Callable[[object], list[str]] | None = None
 
     def children(self, machine) -> dict:
-        return self.entries(machine) if callable(self.entries) else self.entries
+        """The static entries (and, for listing, the dynamic ones)."""
+        static = self.entries(machine) if callable(self.entries) else self.entries
+        if self.names is None:
+            return static
+        out = dict(static)
+        for name in self.names(machine):
+            node = self.find(machine, name)
+            if node is not None:
+                out[name] = node
+        return out
+
+    def child(self, machine, name: str):
+        static = self.entries(machine) if callable(self.entries) else self.entries
+        node = static.get(name)
+        if node is None and self.find is not None:
+            node = self.find(machine, name)
+        return node
 
 
 def _ro(show, help="", mode=0o444) -> File:
@@ -75,8 +104,62 @@ def _nodes(machine) -> dict:
     return entries
 
 
-def build_root() -> Dir:
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def pid_dir(pid: int) -> Dir:
+    """The folder of one process (built once per pid: pids are never reused)."""
+    def ro(show, help, mode=0o444):
+        return File(mode, show=lambda m: show(m, pid), help=help)
     return Dir({
+        "status": ro(proc_pid.show_status, "name, state, ids and memory figures (VmRSS, VmPTE, ...)"),
+        "statm": ro(proc_pid.show_statm, "size resident shared text lib data dt, in pages"),
+        "stat": ro(proc_pid.show_stat, "one line: state, ppid, minflt, majflt, starttime, vsize, rss"),
+        "maps": ro(proc_pid.show_maps, "the memory mappings (VMAs)"),
+        "smaps": ro(proc_pid.show_smaps, "each mapping with Rss, Pss, shared/private, swap, flags"),
+        "smaps_rollup": ro(proc_pid.show_smaps_rollup, "smaps summed over all mappings"),
+        "pagemap": File(0o400, read_range=lambda m, off, size: proc_pid.read_pagemap(m, pid, off, size),
+                        help="binary: one u64 per virtual page at offset vpn*8 (PFN, swap, "
+                             "present/swapped/file/exclusive/soft-dirty bits)"),
+        "cmdline": ro(proc_pid.show_cmdline, "the arguments, each ended by NUL"),
+        "comm": ro(proc_pid.show_comm, "the name"),
+        "oom_score": ro(proc_pid.show_oom_score, "how likely the OOM killer picks it (0..2000 scale)"),
+        "oom_score_adj": File(0o644, show=lambda m: proc_pid.show_oom_score_adj(m, pid),
+                              store=lambda m, text: proc_pid.store_oom_score_adj(m, pid, text),
+                              help="-1000..1000 added to its OOM badness; -1000 = never killed"),
+        "pte": ro(proc_pid.show_pte, "the page tables: every non-empty entry, raw and decoded"),
+        "ctl": File(0o644, store=lambda m, text: memfs_files.store_proc_ctl(m, pid, text),
+                    transaction=True, help="per-process commands (below)"),
+    }, help="one simulated process")
+
+
+def _find_pid(machine, name: str):
+    if not name.isdigit() or name != str(int(name)):
+        return None
+    pid = int(name)
+    return pid_dir(pid) if machine.has_pid(pid) else None
+
+
+def _pid_names(machine) -> list[str]:
+    return [str(p) for p in machine.pids()]
+
+
+def _find_by_name(machine, name: str):
+    pid = machine.proc_names().get(name)
+    if pid is None:
+        return None
+    return Link(lambda m, n=name: (f"../{m.proc_names()[n]}" if n in m.proc_names() else None),
+                help="link to the oldest process of this name")
+
+
+def _by_name_names(machine) -> list[str]:
+    return sorted(machine.proc_names())
+
+
+def build_root() -> Dir:
+    return Dir(find=_find_pid, names=_pid_names, entries={
         "README": _ro(memfs_files.show_readme, "this help page"),
         "ctl": File(0o644, store=memfs_files.store_ctl, transaction=True,
                     help="machine-wide commands (below); the result is read back on the same open file"),
@@ -98,6 +181,15 @@ def build_root() -> Dir:
                        "the physical address map with each range's type, cacheability and flags"),
         "swaps": _ro(swaps.show_swaps, "swap areas, as /proc/swaps"),
         "stat": _ro(stat.show_stat, "CPU time and boot time, as /proc/stat"),
+        "kpagecount": File(0o400, read_range=proc_pid.read_kpagecount,
+                           help="binary: one u64 per frame at offset pfn*8: how many page-table "
+                                "entries map it"),
+        "kpageflags": File(0o400, read_range=proc_pid.read_kpageflags,
+                           help="binary: one u64 per frame at offset pfn*8: KPF_* flags "
+                                "(anon, lru, buddy, pgtable, zero page, ...)"),
+        "files": _ro(proc_pid.show_files, "simulated files: size, pages cached and dirty, mappings"),
+        "by-name": Dir(find=_find_by_name, names=_by_name_names,
+                       help="by-name/NAME links to the folder of the oldest process called NAME"),
         "sys": Dir({"vm": Dir(_sysctl_dir, help="tunables, as /proc/sys/vm")}),
         "devices": Dir({"system": Dir({"node": Dir(
             _nodes, help="NUMA nodes, as /sys/devices/system/node")})}),
@@ -112,7 +204,7 @@ def lookup(root: Dir, machine, path: str):
             continue
         if not isinstance(node, Dir):
             return None
-        node = node.children(machine).get(part)
+        node = node.child(machine, part)
         if node is None:
             return None
     return node

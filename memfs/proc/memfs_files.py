@@ -8,6 +8,10 @@ def store_ctl(m, text: str) -> str | None:
     return commands.run_line(m, text, commands.CTL_VERBS)
 
 
+def store_proc_ctl(m, pid: int, text: str) -> str | None:
+    return commands.run_line(m, text, commands.PROC_VERBS, pid)
+
+
 def show_clock(m) -> str:
     c = m.clock_state()
     up = c["uptime_us"]
@@ -32,8 +36,10 @@ def _mode_text(node) -> str:
 
 
 def _walk(m, d, prefix=""):
+    """Every file under d, listing only the fixed entries (not live processes)."""
     from ..tree import Dir
-    for name, node in d.children(m).items():
+    static = d.entries(m) if callable(d.entries) else d.entries
+    for name, node in static.items():
         path = f"{prefix}{name}"
         if isinstance(node, Dir):
             yield path + "/", node
@@ -67,7 +73,9 @@ def show_readme(m) -> str:
         "same open file, e.g. exec 3<>ctl; echo palloc >&3; cat <&3):",
         "",
     ]
-    for path, node in _walk(m, build_root()):
+    from ..tree import pid_dir
+    pid_template = Dir({"<pid>": pid_dir(0)})
+    for path, node in list(_walk(m, build_root())) + list(_walk(m, pid_template)):
         if isinstance(node, Dir):
             if node.help:
                 lines.append(f"  {path:<34} {node.help}")
@@ -76,6 +84,8 @@ def show_readme(m) -> str:
     lines.append("")
     lines += _verbs_text("Commands for ctl (memfs ctl MOUNTPOINT COMMAND... prints the result):",
                          commands.CTL_VERBS)
+    lines += _verbs_text("Commands for <pid>/ctl (memfs ctl MOUNTPOINT/<pid>/ctl COMMAND...):",
+                         commands.PROC_VERBS)
     lines += _verbs_text("Commands for clock (echo step 10 > clock):", commands.CLOCK_VERBS)
     lines.append("Example: sysctl knobs take a number: echo 4096 > sys/vm/min_free_kbytes")
     return "\n".join(lines) + "\n"
