@@ -65,6 +65,10 @@ def _convert(verb: str, what: str, kind: str, text: str):
         raise InvalidArgument(f"{verb}: {what}: {e}") from None
 
 
+def _usage(verb: Verb) -> str:
+    return f"{verb.name} {verb.usage}".rstrip()
+
+
 def parse(line: str, table: dict[str, Verb]) -> tuple[Verb, list, dict]:
     words = line.split()
     if not words:
@@ -79,7 +83,7 @@ def parse(line: str, table: dict[str, Verb]) -> tuple[Verb, list, dict]:
             if key not in verb.options:
                 known = ", ".join(f"{k}=" for k in verb.options) or "none"
                 raise InvalidArgument(f"{verb.name}: unknown option {key}= (options: {known}; "
-                                      f"usage: {verb.name} {verb.usage})")
+                                      f"usage: {_usage(verb)})")
             if key in opts:
                 raise InvalidArgument(f"{verb.name}: {key}= given twice")
             opts[key] = _convert(verb.name, w, verb.options[key], value)
@@ -87,12 +91,12 @@ def parse(line: str, table: dict[str, Verb]) -> tuple[Verb, list, dict]:
             opts[w] = True
         else:
             if len(args) >= len(verb.args) and not verb.repeat_last:
-                raise InvalidArgument(f"{verb.name}: unexpected {w!r} (usage: {verb.name} {verb.usage})")
+                raise InvalidArgument(f"{verb.name}: unexpected {w!r} (usage: {_usage(verb)})")
             kind = verb.args[min(len(args), len(verb.args) - 1)]
             args.append(_convert(verb.name, w, kind, w))
     need = len(verb.args) if verb.min_args is None else verb.min_args
     if len(args) < need:
-        raise InvalidArgument(f"{verb.name}: missing argument (usage: {verb.name} {verb.usage})")
+        raise InvalidArgument(f"{verb.name}: missing argument (usage: {_usage(verb)})")
     return verb, args, opts
 
 

@@ -208,6 +208,42 @@ class MemFs:
             raise FuseOSError(errno.EACCES)
         return 0
 
+    # The tree's shape is the machine's: nothing is created, removed or renamed from outside.
+
+    def create(self, path, mode, fi=None):
+        self.reject(path, "files cannot be created here")
+        raise FuseOSError(errno.EACCES)
+
+    def mkdir(self, path, mode):
+        self.reject(path, "directories cannot be created here")
+        raise FuseOSError(errno.EACCES)
+
+    def mknod(self, path, mode, dev):
+        raise FuseOSError(errno.EACCES)
+
+    def symlink(self, target, source):
+        raise FuseOSError(errno.EACCES)
+
+    def link(self, target, source):
+        raise FuseOSError(errno.EACCES)
+
+    def unlink(self, path):
+        self.reject(path, "files cannot be removed (kill a process with `kill PID` on ctl)")
+        raise FuseOSError(errno.EPERM)
+
+    def rmdir(self, path):
+        self.reject(path, "directories cannot be removed (kill a process with `kill PID` on ctl)")
+        raise FuseOSError(errno.EPERM)
+
+    def rename(self, old, new):
+        raise FuseOSError(errno.EPERM)
+
+    def chmod(self, path, mode):
+        raise FuseOSError(errno.EPERM)
+
+    def chown(self, path, uid, gid):
+        raise FuseOSError(errno.EPERM)
+
     def release(self, path, fi):
         with self._handles_mu:
             self._handles.pop(fi.fh, None)

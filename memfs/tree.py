@@ -124,7 +124,9 @@ def pid_dir(pid: int) -> Dir:
                         help="binary: one u64 per virtual page at offset vpn*8 (PFN, swap, "
                              "present/swapped/file/exclusive/soft-dirty bits)"),
         "cmdline": ro(proc_pid.show_cmdline, "the arguments, each ended by NUL"),
-        "comm": ro(proc_pid.show_comm, "the name"),
+        "comm": File(0o644, show=lambda m: proc_pid.show_comm(m, pid),
+                     store=lambda m, text: proc_pid.store_comm(m, pid, text),
+                     help="the name (write to rename, at most 15 characters)"),
         "oom_score": ro(proc_pid.show_oom_score, "how likely the OOM killer picks it (0..2000 scale)"),
         "oom_score_adj": File(0o644, show=lambda m: proc_pid.show_oom_score_adj(m, pid),
                               store=lambda m, text: proc_pid.store_oom_score_adj(m, pid, text),

@@ -263,9 +263,13 @@ class Tasks:
                                       f"on the machine's ctl)")
         elif offset:
             raise InvalidArgument("mmap: offset= needs file=")
-        return self._run(p, "mmap", lambda q: self.vmm.mmap(
+        start = self._run(p, "mmap", lambda q: self.vmm.mmap(
             q, length, addr=addr, prot=prot, shared=shared, file=f, offset=offset,
             populate=populate))
+        vma = p.mm.find(start)
+        self._log(f"mmap: {pid} ({p.comm}): {start:#x}-{start + page_align(length):#x} "
+                  f"{vma.perms() if vma else ''} {f.path if f else ''}".rstrip())
+        return start
 
     @locked
     def munmap(self, pid: int, addr: int, length: int) -> int:
@@ -297,7 +301,9 @@ class Tasks:
     @locked
     def read(self, pid: int, addr: int) -> int:
         self._range("read", addr, 1)
-        return self._run(self._user(pid), "read", lambda q: self.vmm.read_value(q, addr))
+        value = self._run(self._user(pid), "read", lambda q: self.vmm.read_value(q, addr))
+        self._log(f"read: {pid}: {addr:#x} = {value}")
+        return value
 
     @locked
     def fill(self, pid: int, addr: int, length: int, seed: int = 0) -> int:
@@ -307,7 +313,9 @@ class Tasks:
     @locked
     def verify(self, pid: int, addr: int, length: int, seed: int = 0) -> int:
         self._range("verify", addr, length)
-        return self._run(self._user(pid), "verify", lambda q: self.vmm.verify(q, addr, length, seed))
+        bad = self._run(self._user(pid), "verify", lambda q: self.vmm.verify(q, addr, length, seed))
+        self._log(f"verify: {pid}: {addr:#x}+{length:#x} seed {seed}: {bad} pages differ")
+        return bad
 
     @locked
     def brk(self, pid: int, new: int | None = None, delta: int | None = None) -> int:
@@ -340,6 +348,7 @@ class Tasks:
         elif new_top < old_top:
             self.vmm.munmap(p, new_top, old_top - new_top)
         mm.brk = target
+        self._log(f"brk: {pid} ({p.comm}): break {target:#x}")
         return target
 
     @locked
@@ -352,6 +361,18 @@ class Tasks:
         self.vmm.create_file(path, size)
         self._log(f"file: created {path}, {size} bytes")
         return path
+
+    @locked
+    def rename(self, pid: int, name: str) -> None:
+        """Writing /proc/PID/comm: the process's name (not its command line) changes."""
+        why = pr.check_comm(name)
+        if why:
+            raise InvalidArgument(f"comm: {why}")
+        p = self.get(pid)
+        if p.kthread:
+            raise InvalidArgument(f"comm: {pid} ({p.comm}) is a kernel thread; its name stays")
+        self._log(f"comm: {pid} ({p.comm}) is now {name}")
+        p.comm = name
 
     @locked
     def set_oom_score_adj(self, pid: int, value: int) -> None:

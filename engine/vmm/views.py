@@ -112,7 +112,9 @@ def oom_score(m, p: Process) -> int:
     mm = p.mm
     points = mm.rss + mm.swap_ents + (mm.pt_pages + 1)
     points += p.oom_score_adj * (totalpages // 1000)
-    return max(0, (1000 + points * 1000 // totalpages) * 2 // 3)
+    # C's signed division truncates toward zero (a negative badness rounds up).
+    scaled = abs(points) * 1000 // totalpages
+    return max(0, (1000 + (scaled if points >= 0 else -scaled)) * 2 // 3)
 
 
 def proc_view(m, p: Process, *, vmas: bool = False, stats: bool = False) -> ProcView:

@@ -49,7 +49,7 @@ def show_status(m, pid: int) -> str:
     lines = [f"Name:\t{v.comm}\n", "Umask:\t0022\n", f"State:\t{STATES[v.state]}\n",
              f"Tgid:\t{pid}\n", "Ngid:\t0\n", f"Pid:\t{pid}\n", f"PPid:\t{v.ppid}\n",
              "TracerPid:\t0\n", f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n",
-             f"Gid:\t{uid}\t{uid}\t{uid}\t{uid}\n", "FDSize:\t64\n", "Groups:\t\n",
+             f"Gid:\t{uid}\t{uid}\t{uid}\t{uid}\n", "FDSize:\t64\n", "Groups:\t \n",
              f"NStgid:\t{pid}\n", f"NSpid:\t{pid}\n", f"NSpgid:\t{pid}\n", f"NSsid:\t{pid}\n",
              f"Kthread:\t{int(v.kthread)}\n"]
     if not v.kthread:
@@ -105,6 +105,10 @@ def show_cmdline(m, pid: int) -> bytes:
 
 def show_comm(m, pid: int) -> str:
     return m.proc_view(pid).comm + "\n"
+
+
+def store_comm(m, pid: int, text: str) -> None:
+    m.tasks.rename(pid, text.rstrip("\n"))
 
 
 def show_oom_score(m, pid: int) -> str:
