@@ -25,19 +25,62 @@ InternalError, naming what broke and where, the first time one of these fails:
 - the physical address map is a tree: siblings sorted and disjoint, each
   child inside its parent, every BAR a naturally aligned child of a PCI window.
 
+And of its virtual memory (the Vmm and the task table):
+
+- every process's page tables form a tree of four levels from its PGD: each
+  table is a PAGETABLE frame in vmm.tables, reached exactly once from exactly
+  one address space; vmm.tables and the PAGETABLE frames are exactly those
+  tables; upper-level entries are none or _PAGE_TABLE pointers;
+- each address space's VMAs are sorted, disjoint, page aligned and inside
+  user space; every non-none PTE lies inside a VMA and agrees with it
+  (present only where the VMA allows access, PROT_NONE only where it allows
+  none, writable only in a writable VMA, NX exactly when it is not
+  executable; a writable private page is an exclusively mapped ANON frame;
+  anonymous frames never sit in shared VMAs, page-cache frames only in file
+  VMAs, each the cache slot of the VMA's file at that offset); the zero page
+  is mapped only read-only with SPECIAL, and SPECIAL maps nothing else;
+- ANON frames carry their owner's anon family and virtual page in rmap;
+  every frame's mapcount equals the PTEs (present or PROT_NONE, not SPECIAL)
+  that map it, and every ANON frame is mapped at least once;
+- every FILE/SHMEM frame is exactly one cache slot of exactly one file in
+  vmm.inodes (rmap names that slot) and every slot holds such a frame; the
+  files' nr_cached, nr_dirty and maps (VMAs holding them) are right; no
+  shared-memory object outlives its last mapping;
+- each address space's rss_anon/rss_file/rss_shmem, swap_ents and pt_pages
+  equal what its page tables hold;
+- the per-zone page gauges equal the frames by type, mapping and dirtiness;
+- Committed_AS equals the address spaces' VM_ACCOUNT pages plus what live
+  shared-memory objects are charged, and each mm.committed its VM_ACCOUNT pages;
+- every frame has exactly one owner: RESERVED frames are exactly the boot
+  reservations, each zone manages its non-reserved RAM, and the rest are
+  free, kernel (palloc), page tables, process pages or page cache.
+
 It is O(frames), vectorised with NumPy (the list walk is O(free blocks) in
-Python), and never runs on an engine path: tests call it.
+Python, the page-table walk O(tables)), and never runs on an engine path:
+tests call it. It never changes the machine.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import InternalError
-from .pmm.frames import (BUDDY, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS, ORDER_MASK, ORDER_SHIFT,
-                         PAGEBLOCK_ORDER, PCP, TYPE_MASK, MigrateType, PageType)
+from .pmm.frames import (BUDDY, DIRTY, LAZYFREE, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS, ORDER_MASK,
+                         ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, RMAP_INDEX_BITS, TYPE_MASK, MigrateType,
+                         PageType)
+from .stats import PageStat
+from .vmm import pte as P
+from .vmm.files import NO_FRAME
+from .vmm.mm import MMAP_MIN_ADDR, PAGE, TASK_SIZE
+from .vmm.vma import PROT_BITS, VM_EXEC, VM_SHARED, VM_WRITE
 
 FREE = int(PageType.FREE)
 NOPAGE = int(PageType.NOPAGE)
+RESERVED = int(PageType.RESERVED)
+ANON = int(PageType.ANON)
+FILE = int(PageType.FILE)
+SHMEM = int(PageType.SHMEM)
+PAGETABLE = int(PageType.PAGETABLE)
+U64 = np.uint64
 
 
 def _fail(what: str) -> None:
@@ -64,7 +107,7 @@ def _spans(zones: dict, zids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_invariants(machine) -> None:
-    """Raise InternalError naming the first broken invariant of machine's physical memory."""
+    """Raise InternalError naming the first broken invariant of machine's physical or virtual memory."""
     ft = machine.ft
     flags = ft.flags_np()
     zones = {z.zid: z for z in machine.zones}
@@ -79,17 +122,25 @@ def check_invariants(machine) -> None:
             _fail(f"{_where(z)}: watermarks out of order: min {z.wmark_min}, low {z.wmark_low}, "
                   f"high {z.wmark_high}")
     _check_physmap(machine.physmap.top, None)
+    _check_owners(machine, flags)
+    _check_vmm(machine, flags)
 
 
 # ---------------------------------------------------------------------------
 # the frame table alone
 # ---------------------------------------------------------------------------
 
-def _check_ram_and_flag_bits(machine, flags: np.ndarray) -> None:
-    ram = np.zeros(flags.size, dtype=bool)
+def _ram(machine, n: int) -> np.ndarray:
+    """Mask of the pfns that are RAM."""
+    ram = np.zeros(n, dtype=bool)
     for ranges in machine.node_ram:
         for s, e in ranges:
             ram[s:e] = True
+    return ram
+
+
+def _check_ram_and_flag_bits(machine, flags: np.ndarray) -> None:
+    ram = _ram(machine, flags.size)
     outside = ~ram & (flags != 0)
     if outside.any():
         pfn = _first(outside)
@@ -352,3 +403,508 @@ def _check_physmap(siblings, parent) -> None:
                 _fail(f"{name} is not a naturally aligned power-of-two BAR")
         _check_physmap(r.children, r)
         prev = r
+
+
+# ---------------------------------------------------------------------------
+# who owns each frame
+# ---------------------------------------------------------------------------
+
+def _check_owners(machine, flags: np.ndarray) -> None:
+    """RESERVED frames are exactly the boot reservations; each zone manages the rest of its RAM.
+
+    With the per-owner checks of the VMM below this gives every RAM frame one
+    owner: free (the buddy checks above), reserved, kernel (palloc), a page
+    table, a process page (ANON) or the page cache (FILE, SHMEM).
+    """
+    n = flags.size
+    ptype = flags & TYPE_MASK
+    unknown = ptype > max(PageType)
+    if unknown.any():
+        pfn = _first(unknown)
+        _fail(f"pfn {pfn:#x} has type {int(ptype[pfn])}, which is no PageType")
+    ram = _ram(machine, n)
+    kept = np.zeros(n, dtype=bool)
+    for r in machine.reservations:
+        kept[r.start_pfn:min(r.end_pfn, n)] = True
+    kept &= ram
+    bad = (ptype == RESERVED) & ~kept
+    if bad.any():
+        _fail(f"pfn {_first(bad):#x} is typed RESERVED but lies in no boot reservation")
+    bad = kept & (ptype != RESERVED)
+    if bad.any():
+        pfn = _first(bad)
+        what = next(r.what for r in machine.reservations if r.start_pfn <= pfn < r.end_pfn)
+        _fail(f"pfn {pfn:#x} lies in the boot reservation '{what}' but is typed "
+              f"{PageType(int(ptype[pfn])).name}")
+    managed = ram & ~kept
+    for z in machine.zones:
+        here = int(np.count_nonzero(managed[z.start_pfn:z.end_pfn]))
+        if z.managed_pages != here:
+            _fail(f"{_where(z)}: managed_pages says {z.managed_pages}, its span holds {here} "
+                  f"RAM frames outside the boot reservations")
+
+
+# ---------------------------------------------------------------------------
+# virtual memory: page tables, mappings, page cache, gauges, commit
+# ---------------------------------------------------------------------------
+
+def _who(p) -> str:
+    return f"pid {p.pid} ({p.comm})"
+
+
+def _check_vmm(machine, flags: np.ndarray) -> None:
+    zero = machine.vmm.zero_pfn
+    if not 0 <= zero < flags.size or flags[zero] & TYPE_MASK != RESERVED:
+        _fail(f"the zero page {zero:#x} is not a RESERVED frame of the kernel image")
+    spaces = _address_spaces(machine)
+    for p, mm in spaces:
+        _check_vmas(machine, p, mm)
+    leaves = _walk_page_tables(machine, flags, spaces)
+    mapped_pfns, private_rw = [], []
+    for (p, mm), tables in zip(spaces, leaves):
+        pfns, rw = _check_entries(machine, flags, p, mm, tables)
+        mapped_pfns.append(pfns)
+        private_rw.append((p, rw))
+    _check_mapcounts(machine, flags, mapped_pfns, private_rw)
+    _check_page_cache(machine, flags, spaces)
+    _check_vmm_gauges(machine, flags)
+    _check_commit(machine, spaces)
+
+
+def _address_spaces(machine) -> list:
+    """(process, mm) of every process with an address space; each mm belongs to one process."""
+    out, seen = [], {}
+    for pid, p in machine.tasks.procs.items():
+        if p.pid != pid:
+            _fail(f"the task table files {_who(p)} under pid {pid}")
+        if p.mm is None:
+            if not p.kthread:
+                _fail(f"{_who(p)} is a user process without an address space")
+            continue
+        if p.kthread:
+            _fail(f"{_who(p)} is a kernel thread with an address space")
+        if id(p.mm) in seen:
+            _fail(f"{_who(p)} shares its address space with pid {seen[id(p.mm)]}")
+        seen[id(p.mm)] = pid
+        out.append((p, p.mm))
+    return out
+
+
+def _check_vmas(machine, p, mm) -> None:
+    """Sorted, disjoint, page-aligned VMAs inside user space, files known to the Vmm."""
+    if mm._starts != [v.start for v in mm.vmas]:
+        _fail(f"{_who(p)}: the VMA start index {[hex(x) for x in mm._starts]} disagrees with "
+              f"the VMAs {mm.vmas}")
+    inodes = machine.vmm.inodes
+    prev = None
+    for v in mm.vmas:
+        where = f"{_who(p)}: VMA {v.start:#x}-{v.end:#x}"
+        if v.start % PAGE or v.end % PAGE or v.start >= v.end:
+            _fail(f"{where} is empty, reversed or not page aligned")
+        if v.start < MMAP_MIN_ADDR or v.end > TASK_SIZE:
+            _fail(f"{where} is outside user space [{MMAP_MIN_ADDR:#x}, {TASK_SIZE:#x})")
+        if prev is not None and v.start < prev.end:
+            _fail(f"{where} overlaps or is listed after {prev.start:#x}-{prev.end:#x}")
+        if v.file is not None and inodes.get(v.file.ino) is not v.file:
+            _fail(f"{where} maps {v.file.path} (inode {v.file.ino}), which is not in vmm.inodes")
+        if v.shared and v.file is None:
+            _fail(f"{where} is shared anonymous memory without a shmem object behind it")
+        prev = v
+
+
+def _walk_page_tables(machine, flags: np.ndarray, spaces) -> list:
+    """Walk every address space's tables; per space, the [(pfn, va of entry 0)] of its PTE tables.
+
+    Each table must be a PAGETABLE frame in vmm.tables, reached once (which
+    also rules out cycles); vmm.tables and the PAGETABLE frames must be
+    exactly the tables reached.
+    """
+    vmm = machine.vmm
+    n = flags.size
+    owner: dict[int, tuple[int, int, int]] = {}
+    leaves = []
+    for p, mm in spaces:
+        mine, count = [], 0
+        todo = [(mm.pgd, 0, 0)]
+        while todo:
+            pfn, level, va = todo.pop()
+            where = f"{_who(p)}: {P.LEVEL_NAMES[level]} table at pfn {pfn:#x} (va {va:#x})"
+            if not 0 <= pfn < n:
+                _fail(f"{where} is beyond the last frame ({n - 1:#x})")
+            if pfn in owner:
+                opid, olevel, ova = owner[pfn]
+                _fail(f"{where} is reached twice: it is also the {P.LEVEL_NAMES[olevel]} table "
+                      f"for va {ova:#x} of pid {opid}")
+            owner[pfn] = (p.pid, level, va)
+            if flags[pfn] & TYPE_MASK != PAGETABLE:
+                _fail(f"{where} is typed {PageType(int(flags[pfn] & TYPE_MASK)).name}, "
+                      f"expected PAGETABLE")
+            t = vmm.tables.get(pfn)
+            if t is None:
+                _fail(f"{where} is not in vmm.tables")
+            if len(t) != P.ENTRIES:
+                _fail(f"{where} has {len(t)} entries, expected {P.ENTRIES}")
+            count += 1
+            if level == 3:
+                mine.append((pfn, va))
+                continue
+            ents = np.frombuffer(t, dtype=U64)
+            nz = np.flatnonzero(ents)
+            bad = (ents[nz] & U64(~P.PFN_MASK & P.MASK64)) != U64(P.PAGE_TABLE)
+            if bad.any():
+                i = int(nz[_first(bad)])
+                _fail(f"{where}: entry {i} is {int(ents[i]):#018x}, expected none or a table "
+                      f"pointer (flags {P.PAGE_TABLE:#x})")
+            for i in nz:
+                child_va = va | (int(i) << P.LEVEL_SHIFTS[level])
+                if child_va >= TASK_SIZE:
+                    _fail(f"{where}: entry {int(i)} maps va {child_va:#x}, beyond user space")
+                todo.append((int((ents[i] & U64(P.PFN_MASK)) >> U64(12)), level + 1, child_va))
+        if mm.pt_pages != count - 1:
+            _fail(f"{_who(p)}: pt_pages says {mm.pt_pages}, its page tables hold {count - 1} "
+                  f"tables besides the PGD")
+        leaves.append(mine)
+    stray = set(vmm.tables) - owner.keys()
+    if stray:
+        _fail(f"vmm.tables holds pfn {min(stray):#x}, which no process's page tables reach")
+    typed = np.flatnonzero((flags & TYPE_MASK) == PAGETABLE)
+    if typed.size != len(owner):
+        reached = np.zeros(n, dtype=bool)
+        reached[np.fromiter(owner, dtype=np.int64, count=len(owner))] = True
+        lost = typed[~reached[typed]]
+        _fail(f"pfn {int(lost[0]):#x} is typed PAGETABLE but is no process's page table (leaked)")
+    return leaves
+
+
+def _entries(machine, tables) -> tuple[np.ndarray, np.ndarray]:
+    """(vas, entries) of the non-none entries of the given PTE tables."""
+    vas, ents = [], []
+    for pfn, base in tables:
+        e = np.frombuffer(machine.vmm.tables[pfn], dtype=U64)
+        nz = np.flatnonzero(e)
+        if nz.size:
+            vas.append(base + nz.astype(np.int64) * PAGE)
+            ents.append(e[nz])
+    if not vas:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=U64)
+    return np.concatenate(vas), np.concatenate(ents)
+
+
+def _check_entries(machine, flags: np.ndarray, p, mm, tables):
+    """Check one address space's PTEs against its VMAs and frames.
+
+    Returns (pfns it maps, counted for mapcount; pfns it maps writable in
+    private VMAs, which must be exclusively mapped ANON frames).
+    """
+    vmm, ft = machine.vmm, machine.ft
+    n = flags.size
+    vas, ents = _entries(machine, tables)
+    none = np.zeros(0, dtype=np.int64)
+    if not vas.size:
+        if mm.rss or mm.swap_ents:
+            _fail(f"{_who(p)}: rss says anon {mm.rss_anon} file {mm.rss_file} shmem "
+                  f"{mm.rss_shmem} swap {mm.swap_ents}, its page tables map nothing")
+        return none, none
+
+    def bad_entry(mask, what):
+        i = _first(mask)
+        _fail(f"{_who(p)}: PTE for va {int(vas[i]):#x} ({int(ents[i]):#018x}) {what}")
+
+    # which VMA each entry lies in
+    if not mm.vmas:
+        bad_entry(np.ones(vas.size, dtype=bool), "lies outside every VMA (it has none)")
+    starts = np.array([v.start for v in mm.vmas], dtype=np.int64)
+    ends = np.array([v.end for v in mm.vmas], dtype=np.int64)
+    vflags = np.array([v.flags for v in mm.vmas], dtype=np.int64)
+    has_file = np.array([v.file is not None for v in mm.vmas], dtype=bool)
+    at = np.maximum(np.searchsorted(starts, vas, side="right") - 1, 0)
+    outside = (vas < starts[at]) | (vas >= ends[at])
+    if outside.any():
+        bad_entry(outside, "lies outside every VMA")
+    vf = vflags[at]
+
+    present = (ents & U64(P.P)) != 0
+    protnone = ~present & ((ents & U64(P.PROTNONE)) != 0)
+    mapped = present | protnone
+    raw = np.where(present, ents, ~ents)
+    pfns = ((raw & U64(P.PFN_MASK)) >> U64(P.PFN_SHIFT)).astype(np.int64)
+
+    # swap-style entries: a real swap area's slot, counted in swap_ents
+    swapped = ~mapped
+    if swapped.any():
+        types = (ents >> U64(P.SWP_TYPE_SHIFT)).astype(np.int64)
+        offsets = ((~ents << U64(P.SWP_TYPE_BITS)) >> U64(P.SWP_OFFSET_SHIFT)).astype(np.int64)
+        bad = swapped & (types >= len(machine.swap))
+        if bad.any():
+            bad_entry(bad, f"is a swap-style entry of type {int(types[_first(bad)])}, but the "
+                           f"machine has {len(machine.swap)} swap areas")
+        slots = np.array([d.nr_slots for d in machine.swap] or [0], dtype=np.int64)
+        bad = swapped & (offsets >= slots[np.where(swapped, types, 0)])
+        if bad.any():
+            bad_entry(bad, "points past the end of its swap area")
+    nr_swap = int(np.count_nonzero(swapped))
+    if mm.swap_ents != nr_swap:
+        _fail(f"{_who(p)}: swap_ents says {mm.swap_ents}, its page tables hold {nr_swap} "
+              f"swap entries")
+
+    bad = mapped & (pfns >= n)
+    if bad.any():
+        bad_entry(bad, f"maps a frame beyond the last one ({n - 1:#x})")
+    safe = np.where(mapped, pfns, 0)
+    ptype = (flags[safe] & TYPE_MASK).astype(np.int64)
+    special = mapped & ((ents & U64(P.SPECIAL)) != 0)
+    rw = (ents & U64(P.RW)) != 0
+    zero = vmm.zero_pfn
+
+    # the zero page: SPECIAL, read-only, private anonymous VMAs only; SPECIAL maps nothing else
+    bad = special & (pfns != zero)
+    if bad.any():
+        bad_entry(bad, f"is SPECIAL but maps pfn {int(pfns[_first(bad)]):#x}, not the zero "
+                       f"page {zero:#x}")
+    bad = special & rw
+    if bad.any():
+        bad_entry(bad, "maps the zero page writable")
+    bad = special & (has_file[at] | ((vf & VM_SHARED) != 0))
+    if bad.any():
+        bad_entry(bad, "maps the zero page in a file or shared VMA")
+    page = mapped & ~special
+    bad = page & (pfns == zero)
+    if bad.any():
+        bad_entry(bad, "maps the zero page without SPECIAL (it would be counted)")
+    bad = page & (ptype != ANON) & (ptype != FILE) & (ptype != SHMEM)
+    if bad.any():
+        i = _first(bad)
+        bad_entry(bad, f"maps pfn {int(pfns[i]):#x}, which is typed "
+                       f"{PageType(int(ptype[i])).name}, not a user page")
+
+    # the entry agrees with its VMA's protection
+    prot = (vf & PROT_BITS) != 0
+    bad = present & ~prot
+    if bad.any():
+        bad_entry(bad, "is present in a PROT_NONE VMA (it should be a PROT_NONE entry)")
+    bad = protnone & prot
+    if bad.any():
+        bad_entry(bad, "is a PROT_NONE entry in an accessible VMA")
+    bad = present & rw & ((vf & VM_WRITE) == 0)
+    if bad.any():
+        bad_entry(bad, "is writable in a VMA without VM_WRITE")
+    nx = (ents & U64(P.NX)) != 0
+    bad = present & (nx != ((vf & VM_EXEC) == 0))
+    if bad.any():
+        bad_entry(bad, "has NX set where the VMA is executable or clear where it is not")
+    bad = present & ((ents & U64(P.US)) == 0)
+    if bad.any():
+        bad_entry(bad, "lacks the user bit")
+
+    # what kind of frame sits in what kind of VMA
+    shared_vma = (vf & VM_SHARED) != 0
+    bad = page & (ptype == ANON) & shared_vma
+    if bad.any():
+        bad_entry(bad, "maps an ANON frame in a shared VMA")
+    bad = page & (ptype != ANON) & ~has_file[at]
+    if bad.any():
+        bad_entry(bad, "maps a page-cache frame in an anonymous VMA")
+    cached = page & (ptype != ANON)
+    for k in np.unique(at[cached]):
+        v = mm.vmas[int(k)]
+        sel = cached & (at == k)
+        index = v.pgoff + ((vas[sel] - v.start) >> 12)
+        past = index >= v.file.nr_pages
+        if past.any():
+            _fail(f"{_who(p)}: PTE for va {int(vas[sel][_first(past)]):#x} maps page "
+                  f"{int(index[_first(past)])} of {v.file.path}, past its end "
+                  f"({v.file.nr_pages} pages)")
+        want = v.file.cache[index]
+        wrong = want != pfns[sel]
+        if wrong.any():
+            i = _first(wrong)
+            _fail(f"{_who(p)}: PTE for va {int(vas[sel][i]):#x} maps pfn {int(pfns[sel][i]):#x}, "
+                  f"but page {int(index[i])} of {v.file.path} is cached in "
+                  f"{'no frame' if want[i] == NO_FRAME else f'pfn {int(want[i]):#x}'}")
+        kind = SHMEM if v.file.shmem else FILE
+        wrong = ptype[sel] != kind
+        if wrong.any():
+            _fail(f"{_who(p)}: PTE for va {int(vas[sel][_first(wrong)]):#x} maps a "
+                  f"{PageType(int(ptype[sel][_first(wrong)])).name} frame from "
+                  f"{v.file.path}, expected {PageType(kind).name}")
+
+    # anonymous frames name their owner: this process's anon family and virtual page
+    anon = page & (ptype == ANON)
+    rmap = ft.rmap_np()[safe[anon]]
+    want = (U64(p.anon_family) << U64(RMAP_INDEX_BITS)) | (vas[anon] >> 12).astype(U64)
+    wrong = rmap != want
+    if wrong.any():
+        i = _first(wrong)
+        _fail(f"{_who(p)}: ANON pfn {int(pfns[anon][i]):#x} at va {int(vas[anon][i]):#x} has "
+              f"rmap {int(rmap[i]):#x}, expected {int(want[i]):#x} (anon family "
+              f"{p.anon_family}, page {int(vas[anon][i]) >> 12:#x})")
+
+    # rss
+    for name, kind, have in (("rss_anon", ANON, mm.rss_anon), ("rss_file", FILE, mm.rss_file),
+                             ("rss_shmem", SHMEM, mm.rss_shmem)):
+        counted = int(np.count_nonzero(page & (ptype == kind)))
+        if have != counted:
+            _fail(f"{_who(p)}: {name} says {have}, its page tables map {counted} "
+                  f"{PageType(kind).name} frames")
+    return pfns[page], pfns[page & present & rw & ~shared_vma]
+
+
+def _check_mapcounts(machine, flags: np.ndarray, mapped_pfns, private_rw) -> None:
+    """mapcount is the number of PTEs mapping each frame; ANON frames are always mapped."""
+    n = flags.size
+    ptes = np.bincount(np.concatenate(mapped_pfns) if mapped_pfns else np.zeros(0, np.int64),
+                       minlength=n)
+    mc = machine.ft.mapcount_np().astype(np.int64)
+    wrong = ptes != mc
+    if wrong.any():
+        pfn = _first(wrong)
+        _fail(f"pfn {pfn:#x} ({PageType(int(flags[pfn] & TYPE_MASK)).name}) has mapcount "
+              f"{int(mc[pfn])}, but {int(ptes[pfn])} PTEs map it")
+    orphan = ((flags & TYPE_MASK) == ANON) & (mc == 0)
+    if orphan.any():
+        _fail(f"ANON pfn {_first(orphan):#x} is mapped by no PTE (leaked)")
+    for p, rw in private_rw:
+        bad = mc[rw] != 1
+        if bad.any():
+            pfn = int(rw[_first(bad)])
+            _fail(f"{_who(p)}: pfn {pfn:#x} is mapped writable in a private VMA but {int(mc[pfn])} "
+                  f"PTEs map it (copy-on-write broken)")
+        bad = (flags[rw] & TYPE_MASK) != ANON
+        if bad.any():
+            pfn = int(rw[_first(bad)])
+            _fail(f"{_who(p)}: {PageType(int(flags[pfn] & TYPE_MASK)).name} pfn {pfn:#x} is mapped "
+                  f"writable in a private VMA (a write would reach the page cache)")
+
+
+def _check_page_cache(machine, flags: np.ndarray, spaces) -> None:
+    """Each FILE/SHMEM frame is one cache slot of one file; the files' counters are right."""
+    vmm, ft = machine.vmm, machine.ft
+    n = flags.size
+    ptype = flags & TYPE_MASK
+    holders: dict[int, int] = {}
+    for _, mm in spaces:
+        for v in mm.vmas:
+            if v.file is not None:
+                holders[id(v.file)] = holders.get(id(v.file), 0) + 1
+    rmap = ft.rmap_np()
+    slot_pfns, slot_inos = [], []
+    for ino, f in vmm.inodes.items():
+        where = f"file {f.path} (inode {ino})"
+        if f.ino != ino:
+            _fail(f"{where}: vmm.inodes files it under inode {ino}, it says {f.ino}")
+        if f.nr_pages != -(-f.size // PAGE) or f.cache.size != f.nr_pages:
+            _fail(f"{where}: {f.size} bytes, nr_pages {f.nr_pages}, {f.cache.size} cache slots")
+        if f.shmem:
+            if f.maps == 0:
+                _fail(f"{where}: a shared-memory object outlived its last mapping")
+        else:
+            if f.disk is None or f.disk.size != f.nr_pages:
+                _fail(f"{where}: its disk holds {0 if f.disk is None else f.disk.size} pages, "
+                      f"expected {f.nr_pages}")
+            if f.charged:
+                _fail(f"{where}: a regular file is charged {f.charged} pages to Committed_AS")
+            if vmm.files.get(f.path) is not f and not f.unlinked:
+                _fail(f"{where}: neither in vmm.files under its path nor unlinked")
+        if f.maps != holders.get(id(f), 0):
+            _fail(f"{where}: maps says {f.maps}, {holders.get(id(f), 0)} VMAs map it")
+        held = np.flatnonzero(f.cache != NO_FRAME)
+        if held.size != f.nr_cached:
+            _fail(f"{where}: nr_cached says {f.nr_cached}, its cache holds {held.size} frames")
+        pfns = f.cache[held]
+        bad = (pfns < 0) | (pfns >= n)
+        if bad.any():
+            _fail(f"{where}: page {int(held[_first(bad)])} is cached in pfn "
+                  f"{int(pfns[_first(bad)])}, not a frame")
+        kind = SHMEM if f.shmem else FILE
+        bad = ptype[pfns] != kind
+        if bad.any():
+            i = _first(bad)
+            _fail(f"{where}: page {int(held[i])} is cached in pfn {int(pfns[i]):#x}, typed "
+                  f"{PageType(int(ptype[pfns[i]])).name}, expected {PageType(kind).name}")
+        want = (U64(ino) << U64(RMAP_INDEX_BITS)) | held.astype(U64)
+        bad = rmap[pfns] != want
+        if bad.any():
+            i = _first(bad)
+            _fail(f"{where}: pfn {int(pfns[i]):#x} caches page {int(held[i])} but its rmap is "
+                  f"{int(rmap[pfns[i]]):#x}, expected {int(want[i]):#x}")
+        dirty = int(np.count_nonzero(flags[pfns] & DIRTY))
+        if dirty != f.nr_dirty:
+            _fail(f"{where}: nr_dirty says {f.nr_dirty}, {dirty} of its cached frames are DIRTY")
+        slot_pfns.append(pfns)
+        slot_inos.append(np.full(pfns.size, ino, dtype=np.int64))
+    for path, f in vmm.files.items():
+        if f.path != path or f.shmem or vmm.inodes.get(f.ino) is not f:
+            _fail(f"vmm.files[{path!r}] is {f!r}, not the regular file of that path in vmm.inodes")
+    cached = np.concatenate(slot_pfns) if slot_pfns else np.zeros(0, dtype=np.int64)
+    inos = np.concatenate(slot_inos) if slot_inos else np.zeros(0, dtype=np.int64)
+    uniq, first, counts = np.unique(cached, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        pfn = int(uniq[_first(counts > 1)])
+        owners = sorted({vmm.inodes[int(i)].path for i in inos[cached == pfn]})
+        _fail(f"pfn {pfn:#x} sits in {int(counts.max())} cache slots (of {', '.join(owners)})")
+    in_cache = np.zeros(n, dtype=bool)
+    in_cache[cached] = True
+    lost = ((ptype == FILE) | (ptype == SHMEM)) & ~in_cache
+    if lost.any():
+        pfn = _first(lost)
+        _fail(f"pfn {pfn:#x} is typed {PageType(int(ptype[pfn])).name} but is in no file's "
+              f"page cache (leaked)")
+    bad = ((flags & DIRTY) != 0) & (ptype != FILE)
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} carries DIRTY but is typed {PageType(int(ptype[pfn])).name}")
+    bad = ((flags & LAZYFREE) != 0) & (ptype != ANON)
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} carries LAZYFREE but is typed {PageType(int(ptype[pfn])).name}")
+
+
+def _check_vmm_gauges(machine, flags: np.ndarray) -> None:
+    """The per-zone page gauges equal the frames they count."""
+    gauges = machine.vmm.gauges
+    nz = len(machine.zones)
+    if len(gauges) != nz:
+        _fail(f"vmm.gauges has {len(gauges)} zones, the machine {nz}")
+    n = flags.size
+    ptype = flags & TYPE_MASK
+    zone = np.frombuffer(machine.ft.pb_zone, dtype=np.uint8)[np.arange(n) >> PAGEBLOCK_ORDER]
+    mc = machine.ft.mapcount_np()
+    anon, file, shmem = ptype == ANON, ptype == FILE, ptype == SHMEM
+    cache = file | shmem
+    expect = (
+        ("nr_anon_pages", (PageStat.ANON,), anon),
+        ("nr_file_pages", (PageStat.FILE,), cache),
+        ("nr_shmem", (PageStat.SHMEM,), shmem),
+        ("nr_mapped", (PageStat.FILE_MAPPED,), cache & (mc > 0)),
+        ("nr_page_table_pages", (PageStat.PAGETABLE,), ptype == PAGETABLE),
+        ("nr_dirty", (PageStat.FILE_DIRTY,), file & ((flags & DIRTY) != 0)),
+        ("the anon LRU lists", (PageStat.INACTIVE_ANON, PageStat.ACTIVE_ANON), anon | shmem),
+        ("the file LRU lists", (PageStat.INACTIVE_FILE, PageStat.ACTIVE_FILE), file),
+    )
+    for z in machine.zones:
+        g = gauges[z.zid]
+        for stat in PageStat:
+            if g[stat] < 0:
+                _fail(f"{_where(z)}: gauge {stat.name} is negative ({g[stat]})")
+    for what, stats, mask in expect:
+        counts = np.bincount(zone[mask], minlength=nz)
+        for z in machine.zones:
+            have = sum(gauges[z.zid][s] for s in stats)
+            if have != int(counts[z.zid]):
+                _fail(f"{_where(z)}: {what}: {have} pages counted, the zone holds "
+                      f"{int(counts[z.zid])} such frames")
+
+
+def _check_commit(machine, spaces) -> None:
+    """Committed_AS = the mms' VM_ACCOUNT pages + what live shared-memory objects are charged."""
+    vmm = machine.vmm
+    total = 0
+    for p, mm in spaces:
+        acc = mm.accounted_pages()
+        if mm.committed != acc:
+            _fail(f"{_who(p)}: committed says {mm.committed} pages, its VM_ACCOUNT VMAs hold {acc}")
+        total += mm.committed
+    shm = sum(f.charged for f in vmm.inodes.values() if f.shmem)
+    if vmm.committed != total + shm:
+        _fail(f"Committed_AS is {vmm.committed} pages, but address spaces have committed {total} "
+              f"and shared-memory objects are charged {shm}")

@@ -204,7 +204,12 @@ class AddressSpace:
     def text_pages(self) -> int:
         return (page_align(self.end_code) - (self.start_code & ~(PAGE - 1))) // PAGE
 
+    def update_hiwater_rss(self) -> None:
+        """After faults: VmHWM (cheap; faults never change the mappings)."""
+        self.hiwater_rss = max(self.hiwater_rss, self.rss)
+
     def update_hiwater(self) -> None:
+        """After the mappings changed: VmHWM and VmPeak."""
         self.hiwater_rss = max(self.hiwater_rss, self.rss)
         self.hiwater_vm = max(self.hiwater_vm, self.total_vm())
 

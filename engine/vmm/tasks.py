@@ -329,7 +329,6 @@ class Tasks:
             raise InvalidArgument(f"brk: {target:#x} is below the start of the heap "
                                   f"({mm.start_brk:#x})")
         old_top, new_top = page_align(mm.brk), page_align(target)
-        heap = mm.find(mm.start_brk) if mm.brk > mm.start_brk else None
         if new_top > old_top:
             nxt = mm.next_after(old_top - 1) if old_top > mm.start_brk else mm.next_after(mm.start_brk)
             limit = nxt.start - (STACK_GUARD_GAP if nxt.flags & VM_GROWSDOWN else 0) if nxt else TASK_SIZE
@@ -339,11 +338,15 @@ class Tasks:
             grow = (new_top - old_top) // PAGE
             if not self.vmm.charge(grow, mm):
                 raise OutOfMemory(self.vmm._refusal("brk", grow))
-            if heap is None:
-                flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT | VM_SOFTDIRTY
-                mm.insert(Vma(old_top, new_top, flags, name="[heap]"))
+            # do_brk_flags: stretch the heap VMA that ends at the old break if it still has
+            # the heap's flags (mprotect or munmap may have changed or split it), else add one.
+            flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT | VM_SOFTDIRTY
+            last = mm.find(old_top - 1) if old_top > mm.start_brk else None
+            if last is not None and last.end == old_top and last.name == "[heap]" \
+                    and last.flags == flags:
+                last.end = new_top
             else:
-                heap.end = new_top
+                mm.insert(Vma(old_top, new_top, flags, name="[heap]"))
             mm.update_hiwater()
         elif new_top < old_top:
             self.vmm.munmap(p, new_top, old_top - new_top)

@@ -40,11 +40,20 @@ from ..pmm.zone import ZONE_MOVABLE, ZONE_NORMAL
 from ..stats import PageStat, VmEvent, page_gauges
 
 ANON = int(PageType.ANON)
+PT_ANON = PageType.ANON
+MOVABLE = MigrateType.MOVABLE
 FILE = int(PageType.FILE)
 SHMEM = int(PageType.SHMEM)
 PAGETABLE = int(PageType.PAGETABLE)
 TABLE_BYTES = bytes(P.ENTRIES * 8)
 PFN_MASK = P.PFN_MASK
+U64 = np.uint64
+
+
+def _pfns(ents: np.ndarray) -> np.ndarray:
+    """The frames of present or PROT_NONE entries (P.pfn_of over an array), as indices."""
+    raw = np.where((ents & U64(P.P)) != 0, ents, ~ents)
+    return ((raw & U64(PFN_MASK)) >> U64(12)).astype(np.intp)
 
 
 class Segv(Exception):
@@ -76,6 +85,17 @@ def fill_value(va: int, seed: int) -> int:
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
     z ^= z >> 31
     return z or 1
+
+
+def fill_values(va: int, n: int, seed: int) -> np.ndarray:
+    """fill_value of the n pages from va, as an array (uint64 arithmetic wraps as & MASK does)."""
+    z = np.arange(va >> 12, (va >> 12) + n, dtype=U64) * U64(0x9E3779B97F4A7C15)
+    z += U64((seed * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF)
+    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+    z ^= z >> U64(31)
+    z[z == 0] = 1
+    return z
 
 
 class Vmm:
@@ -112,7 +132,11 @@ class Vmm:
         return pfn
 
     def _new_anon(self, proc, va: int) -> int:
-        pfn = self._alloc(ANON, proc.cpu, proc.node)
+        # _alloc(ANON, ...) spelt out: this runs on every anonymous fault.
+        pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
+                                      mt=MOVABLE, ptype=PT_ANON)
+        if pfn is None:
+            raise FaultOom()
         self.ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
         g = self.gauges[self.ft.pb_zone[pfn >> 9]]
         g[PageStat.ANON] += 1
@@ -201,14 +225,24 @@ class Vmm:
 
     def leaf_tables(self, mm: AddressSpace, start: int, end: int):
         """(table, va of its entry 0, first index, end index) for each PTE table under [start, end)."""
+        tables = self.tables
         va = start
         while va < end:
-            base = va & ~((1 << 21) - 1)
-            nxt = base + (1 << 21)
-            t = self.leaf(mm, va)
-            if t is not None:
+            t = tables[mm.pgd]
+            for shift in (39, 30, 21):
+                e = t[(va >> shift) & 511]
+                if not e & 1:
+                    break
+                t = tables[(e & PFN_MASK) >> 12]
+            else:
+                base = va & ~((1 << 21) - 1)
+                nxt = base + (1 << 21)
                 yield t, base, (va - base) >> 12, (min(end, nxt) - base) >> 12
-            va = nxt
+                va = nxt
+                continue
+            # No table at this level: nothing is mapped up to its next entry (sparse
+            # areas cost a walk per missing table, not one per 2 MiB).
+            va = (va | ((1 << shift) - 1)) + 1
 
     # ------------------------------------------------------------------
     # the page fault
@@ -241,12 +275,22 @@ class Vmm:
             vma = self._expand_stack(mm, va)
             if vma is None:
                 raise Segv(va, write, False, why="no mapping at this address")
-        if write and not vma.writable:
-            raise Segv(va, write, True, why=f"write to a {vma.perms()} mapping")
-        if not write and not vma.flags & (VM_READ | VM_WRITE):
-            raise Segv(va, write, True, why=f"read of a {vma.perms()} mapping")
+        # x86 page tables cannot refuse a read of a writable or executable page.
+        if write and not vma.writable or not write and not vma.flags & PROT_BITS:
+            raise Segv(va, write, self._present(mm, va),
+                       why=f"{'write to' if write else 'read of'} a {vma.perms()} mapping")
         t = self.leaf(mm, va, alloc=True, cpu=proc.cpu, node=proc.node)
-        i = (va >> 12) & 511
+        pfn = self._handle_fault(proc, vma, va, t, (va >> 12) & 511, write)
+        mm.update_hiwater_rss()
+        return pfn
+
+    def _present(self, mm: AddressSpace, va: int) -> bool:
+        """Is a page behind va's entry (the protection bit of the fault's error code)?"""
+        t = self.leaf(mm, va)
+        return t is not None and bool(t[(va >> 12) & 511] & (P.P | P.PROTNONE))
+
+    def _handle_fault(self, proc, vma: Vma, va: int, t, i: int, write: bool) -> int:
+        """handle_pte_fault: fix entry i of PTE table t (va's), the access being allowed by vma."""
         e = t[i]
         self.events[VmEvent.PGFAULT] += 1
         if e & 1:
@@ -255,10 +299,9 @@ class Vmm:
         elif e == 0:
             pfn = self._fault_none(proc, vma, va, t, i, write)
         else:
-            # PROT_NONE entries sit only in PROT_NONE VMAs, refused above; swap entries
-            # arrive with the swap layer.
+            # PROT_NONE entries sit only in PROT_NONE VMAs, refused by the caller; swap
+            # entries arrive with the swap layer.
             bug_on(True, "fault", f"entry {e:#018x} at {va:#x} in {vma!r}")
-        mm.update_hiwater()
         return pfn
 
     def _pte_bits(self, vma: Vma, writable: bool, write: bool) -> int:
@@ -310,8 +353,9 @@ class Vmm:
         vma.has_anon = True
 
     def _map_cache(self, mm: AddressSpace, t, i: int, pfn: int, bits: int) -> None:
-        t[i] = (pfn << 12) | bits
         mc = self.ft.mapcount
+        bug_on(mc[pfn] == 0xFFFF, "map", f"pfn {pfn:#x} mapped 65535 times")
+        t[i] = (pfn << 12) | bits
         mc[pfn] += 1
         if mc[pfn] == 1:
             self._gauge(pfn, PageStat.FILE_MAPPED, 1)
@@ -435,24 +479,66 @@ class Vmm:
     # ------------------------------------------------------------------
 
     def zap(self, mm: AddressSpace, start: int, end: int) -> int:
-        """Clear every entry in [start, end), dropping what each mapped. Returns entries cleared."""
+        """Clear every entry in [start, end), dropping what each mapped. Returns entries cleared.
+
+        Vectorised per PTE table (exit and munmap of large areas go through
+        here); the effect is that of clearing the entries one at a time in
+        address order: frames are let go in the order of their last entry.
+        """
+        ft = self.ft
+        flags = ft.flags_np()
+        mapcount = ft.mapcount_np()
+        pb_zone = np.frombuffer(ft.pb_zone, dtype=np.uint8)
+        nr_zones = len(self.gauges)
         cleared = 0
         for t, base, lo, hi in self.leaf_tables(mm, start, end):
-            view = np.frombuffer(t, dtype=np.uint64)[lo:hi]
-            for k in np.flatnonzero(view):
-                i = lo + int(k)
-                e = t[i]
-                t[i] = 0
-                cleared += 1
-                if e & (P.P | P.PROTNONE):
-                    if e & P.SPECIAL:
-                        continue
-                    pfn = P.pfn_of(e)
-                    if e & P.DIRTY and self.ft.flags[pfn] & TYPE_MASK == FILE:
-                        self._set_dirty(pfn)
-                    self._unmap_frame(mm, pfn)
-                else:
-                    bug_on(True, "zap", f"swap entry {e:#018x} before the swap layer exists")
+            view = np.frombuffer(t, dtype=U64)[lo:hi]
+            nz = np.flatnonzero(view)
+            if not nz.size:
+                continue
+            ents = view[nz]
+            mapped = (ents & U64(P.P | P.PROTNONE)) != 0
+            if not mapped.all():
+                e = int(ents[np.argmin(mapped)])
+                bug_on(True, "zap", f"swap entry {e:#018x} before the swap layer exists")
+            view[:] = 0
+            cleared += nz.size
+            ents = ents[(ents & U64(P.SPECIAL)) == 0]           # the zero page: nothing to drop
+            if not ents.size:
+                continue
+            pfns = _pfns(ents)
+            types = flags[pfns] & TYPE_MASK
+            for pfn in pfns[((ents & U64(P.DIRTY)) != 0) & (types == FILE)].tolist():
+                self._set_dirty(pfn)                            # a written file page: PG_dirty
+            nr_anon = int(np.count_nonzero(types == ANON))
+            nr_shmem = int(np.count_nonzero(types == SHMEM))
+            mm.rss_anon -= nr_anon
+            mm.rss_shmem -= nr_shmem
+            mm.rss_file -= ents.size - nr_anon - nr_shmem
+            # The frames, each once, in the order of their last entry here.
+            rev = pfns[::-1]
+            uniq, at, cnt = np.unique(rev, return_index=True, return_counts=True)
+            order = np.argsort(at)[::-1]
+            uniq, cnt = uniq[order], cnt[order]
+            left = mapcount[uniq].astype(np.int64) - cnt
+            bug_on(bool((left < 0).any()), "zap", "a frame's mapcount went negative")
+            mapcount[uniq] = left
+            gone = uniq[left == 0]
+            if not gone.size:
+                continue
+            anon = (flags[gone] & TYPE_MASK) == ANON
+            by_zone = np.bincount(pb_zone[gone[~anon] >> 9], minlength=nr_zones)
+            for z in np.flatnonzero(by_zone).tolist():
+                self.gauges[z][PageStat.FILE_MAPPED] -= int(by_zone[z])
+            gone = gone[anon]
+            by_zone = np.bincount(pb_zone[gone >> 9], minlength=nr_zones)
+            for z in np.flatnonzero(by_zone).tolist():
+                g = self.gauges[z]
+                g[PageStat.ANON] -= int(by_zone[z])
+                g[PageStat.INACTIVE_ANON] -= int(by_zone[z])
+            free_page = self.pmm.free_page
+            for pfn in gone.tolist():
+                free_page(pfn, cpu=0)
         return cleared
 
     # ------------------------------------------------------------------
@@ -496,7 +582,7 @@ class Vmm:
             start = mm.unmapped_area(length)
             if start is None:
                 raise OutOfMemory(f"mmap: no free range of {length} bytes left in the address space")
-        if len(mm.vmas) + 1 > self.max_map_count:
+        if len(mm.vmas) > self.max_map_count:          # do_mmap's check, before adding
             raise OutOfMemory(f"mmap: the process already has {len(mm.vmas)} mappings "
                               f"(vm.max_map_count)")
         # New areas start soft-dirty; the MAY bits allow any later mprotect (files are read-write).
@@ -533,9 +619,12 @@ class Vmm:
             if not vma.flags & PROT_BITS:
                 continue
             write = vma.writable and not vma.shared
-            lo, hi = max(start, vma.start), min(end, vma.end)
-            for va in range(lo, hi, PAGE):
-                self.access(proc, va, write)
+            hi = min(end, vma.end)
+            if vma.file is not None:              # pages past the end of the file stay unpopulated
+                hi = min(hi, vma.start + max(0, vma.file.nr_pages - vma.pgoff) * PAGE)
+            lo = max(start, vma.start)
+            if lo < hi:
+                self._access_range(proc, lo, hi, write)
 
     def munmap(self, proc, start: int, length: int) -> int:
         """Unmap [start, start+length); returns pages unmapped. Holes are fine (as in Linux)."""
@@ -547,6 +636,7 @@ class Vmm:
         end = start + page_align(length)
         if end > TASK_SIZE:
             raise InvalidArgument(f"munmap: [{start:#x}, {end:#x}) reaches past user space")
+        self._check_map_count(mm, start, end, unmap=True)
         victims = mm.isolate(start, end)
         pages = 0
         for vma in victims:
@@ -591,13 +681,31 @@ class Vmm:
             f.nr_cached -= 1
             self.pmm.free_page(pfn, cpu=0)
 
-    def mprotect(self, proc, start: int, length: int, prot: int) -> None:
-        mm = proc.mm
+    @staticmethod
+    def _mapped_range(mm: AddressSpace, what: str, start: int, length: int) -> int:
+        """The end of [start, start+length) rounded to pages; ENOMEM unless all of it is mapped."""
         if start % PAGE:
-            raise InvalidArgument(f"mprotect: address {start:#x} is not page aligned")
+            raise InvalidArgument(f"{what}: address {start:#x} is not page aligned")
         end = start + page_align(length)
         if length <= 0 or not mm.covers(start, end):
-            raise OutOfMemory(f"mprotect: [{start:#x}, {end:#x}) is not entirely mapped")
+            raise OutOfMemory(f"{what}: [{start:#x}, {end:#x}) is not entirely mapped")
+        return end
+
+    def _check_map_count(self, mm: AddressSpace, start: int, end: int, *, unmap: bool) -> None:
+        """ENOMEM if cutting VMAs at start and end would pass vm.max_map_count (__split_vma)."""
+        hit = mm.overlapping(start, end)
+        cuts = sum(1 for v in hit for at in (start, end) if v.start < at < v.end)
+        # munmap then removes one piece per VMA it touched
+        after = len(mm.vmas) + cuts - (len(hit) if unmap else 0)
+        if cuts and after > self.max_map_count and after > len(mm.vmas):
+            raise OutOfMemory(f"{'munmap' if unmap else 'mprotect'}: splitting mappings at "
+                              f"{start:#x}-{end:#x} would make {after} mappings, more than "
+                              f"vm.max_map_count ({self.max_map_count})")
+
+    def mprotect(self, proc, start: int, length: int, prot: int) -> None:
+        mm = proc.mm
+        end = self._mapped_range(mm, "mprotect", start, length)
+        self._check_map_count(mm, start, end, unmap=False)
         charge = sum(min(end, v.end) - max(start, v.start) for v in mm.overlapping(start, end)
                      if prot & VM_WRITE and not v.flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED)) // PAGE
         if charge and not self.charge(charge, mm):
@@ -626,7 +734,8 @@ class Vmm:
                     continue
                 pfn = P.pfn_of(e)
                 if not vma.flags & PROT_BITS:
-                    t[i] = P.make_protnone((e & ~(P.RW | P.NX)) | P.P)
+                    present = (pfn << 12) | (e & keep) | P.P | P.US
+                    t[i] = P.make_protnone(present)
                     continue
                 writable = vma.writable and not e & P.SPECIAL and (
                     vma.shared or (ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1))
@@ -634,11 +743,7 @@ class Vmm:
 
     def madvise(self, proc, start: int, length: int, advice: str) -> int:
         mm = proc.mm
-        if start % PAGE:
-            raise InvalidArgument(f"madvise: address {start:#x} is not page aligned")
-        end = start + page_align(length)
-        if length <= 0 or not mm.covers(start, end):
-            raise OutOfMemory(f"madvise: [{start:#x}, {end:#x}) is not entirely mapped")
+        end = self._mapped_range(mm, "madvise", start, length)
         vmas = mm.overlapping(start, end)
         if advice == "dontneed":
             return sum(self.zap(mm, max(start, v.start), min(end, v.end)) for v in vmas)
@@ -688,6 +793,7 @@ class Vmm:
         dst = child.mm
         charge = sum(v.pages for v in src.vmas if v.flags & VM_ACCOUNT)
         if not self.charge(charge, dst):
+            self.exit_mm(child)                  # gives back the child's page-table root
             raise OutOfMemory(self._refusal("fork", charge))
         for k in ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
                   "start_stack", "hiwater_vm"):
@@ -706,33 +812,38 @@ class Vmm:
         dst.hiwater_rss = dst.rss
 
     def _copy_range(self, src: AddressSpace, dst: AddressSpace, vma: Vma, child) -> None:
-        ft = self.ft
-        mc = ft.mapcount
-        cow = vma.writable
+        """copy_pte_range, vectorised per PTE table: the child gets every non-none entry, made
+        old; mapped frames gain a mapping each; a writable VMA's writable entries become
+        read-only in both (copy-on-write). The zero page is shared but never counted."""
+        mapcount = self.ft.mapcount_np()
+        flags = self.ft.flags_np()
         for t, base, lo, hi in self.leaf_tables(src, vma.start, vma.end):
-            view = np.frombuffer(t, dtype=np.uint64)[lo:hi]
+            view = np.frombuffer(t, dtype=U64)[lo:hi]
             nz = np.flatnonzero(view)
             if not nz.size:
                 continue
             ct = self.leaf(dst, base, alloc=True, cpu=child.cpu, node=child.node)
-            for k in nz:
-                i = lo + int(k)
-                e = t[i]
-                if e & (P.P | P.PROTNONE) and not e & P.SPECIAL:
-                    pfn = P.pfn_of(e)
-                    bug_on(mc[pfn] == 0xFFFF, "fork", f"pfn {pfn:#x} mapped 65535 times")
-                    mc[pfn] += 1
-                    ptype = ft.flags[pfn] & TYPE_MASK
-                    if ptype == ANON:
-                        dst.rss_anon += 1
-                    elif ptype == SHMEM:
-                        dst.rss_shmem += 1
-                    else:
-                        dst.rss_file += 1
-                    if cow and e & P.RW:
-                        e &= ~P.RW
-                        t[i] = e
-                ct[i] = e & ~P.ACCESSED          # the child's copy starts old (pte_mkold)
+            ents = view[nz]
+            page = ((ents & U64(P.P | P.PROTNONE)) != 0) & ((ents & U64(P.SPECIAL)) == 0)
+            pfns = _pfns(ents[page])
+            if pfns.size:
+                uniq, cnt = np.unique(pfns, return_counts=True)
+                now = mapcount[uniq].astype(np.int64) + cnt
+                if (now > 0xFFFF).any():
+                    pfn = int(uniq[np.argmax(now > 0xFFFF)])
+                    bug_on(True, "fork", f"pfn {pfn:#x} mapped 65535 times")
+                mapcount[uniq] = now
+                types = flags[pfns] & TYPE_MASK
+                nr_anon = int(np.count_nonzero(types == ANON))
+                nr_shmem = int(np.count_nonzero(types == SHMEM))
+                dst.rss_anon += nr_anon
+                dst.rss_shmem += nr_shmem
+                dst.rss_file += pfns.size - nr_anon - nr_shmem
+                if vma.writable:
+                    cow = page & ((ents & U64(P.RW)) != 0)
+                    ents[cow] &= ~U64(P.RW)
+                    view[nz] = ents
+            np.frombuffer(ct, dtype=U64)[lo + nz] = ents & ~U64(P.ACCESSED)   # pte_mkold
 
     def exit_mm(self, proc) -> None:
         """Tear down an address space: every page, every table, every charge."""
@@ -752,7 +863,8 @@ class Vmm:
             for k in np.flatnonzero(np.frombuffer(t, dtype=np.uint64)):
                 self._free_tree(mm, (t[int(k)] & PFN_MASK) >> 12, level + 1)
         else:
-            bug_on(any(t), "exit_mm", f"PTE table {pfn:#x} still maps pages at exit")
+            bug_on(np.frombuffer(t, dtype=U64).any(), "exit_mm",
+                   f"PTE table {pfn:#x} still maps pages at exit")
         self._free_table(mm if level else None, pfn)
 
     # ------------------------------------------------------------------
@@ -761,12 +873,8 @@ class Vmm:
 
     def touch(self, proc, start: int, length: int, write: bool) -> int:
         """Access every page of [start, start+length); returns pages touched."""
-        end = start + length
-        n = 0
-        for va in range(start & ~(PAGE - 1), end, PAGE):
-            self.access(proc, va, write)
-            n += 1
-        proc.mm.update_hiwater()
+        n = self._access_range(proc, start, start + length, write)
+        proc.mm.update_hiwater_rss()
         return n
 
     def write_value(self, proc, va: int, value: int) -> None:
@@ -777,20 +885,151 @@ class Vmm:
         return int(self.ft.content[self.access(proc, va, False)])
 
     def fill(self, proc, start: int, length: int, seed: int) -> int:
-        content = self.ft.content
-        n = 0
-        for va in range(start & ~(PAGE - 1), start + length, PAGE):
-            content[self.access(proc, va, True)] = fill_value(va, seed)
-            n += 1
-        proc.mm.update_hiwater()
+        content = self.ft.content_np()
+
+        def put(va: int, pfns: list) -> None:
+            # Written after the run's faults: no fault reads a frame that another
+            # page of the same run writes (written frames are this mapping's own).
+            content[pfns] = fill_values(va, len(pfns), seed)
+
+        n = self._access_range(proc, start, start + length, True, put)
+        proc.mm.update_hiwater_rss()
         return n
 
     def verify(self, proc, start: int, length: int, seed: int) -> int:
         """Pages in the range whose value is not what fill wrote (reading them as a CPU would)."""
-        content = self.ft.content
+        content = self.ft.content_np()
         bad = 0
-        for va in range(start & ~(PAGE - 1), start + length, PAGE):
-            if content[self.access(proc, va, False)] != fill_value(va, seed):
-                bad += 1
-        proc.mm.update_hiwater()
+
+        def check(va: int, pfns: list) -> None:
+            nonlocal bad
+            bad += int(np.count_nonzero(content[pfns] != fill_values(va, len(pfns), seed)))
+
+        self._access_range(proc, start, start + length, False, check)
+        proc.mm.update_hiwater_rss()
         return bad
+
+    # ------------------------------------------------------------------
+    # accessing a range: what touch, fill, verify and populate share
+    # ------------------------------------------------------------------
+
+    def _access_range(self, proc, start: int, end: int, write: bool, apply=None) -> int:
+        """Access the pages of [start, end) in address order, as access() would one by one.
+
+        apply(va, pfns), if given, receives the frames of consecutive pages from
+        va, a PTE table's worth at a time; when a fault raises (Segv, FaultOom)
+        it first receives the pages accessed before it. Returns pages accessed.
+        """
+        mm = proc.mm
+        va = start & ~(PAGE - 1)
+        n = 0
+        while va < end:
+            vma = mm.find(va)
+            if vma is None or not vma.flags & (VM_WRITE if write else VM_READ | VM_WRITE):
+                # A hole or a refused access: access() grows the stack or raises Segv.
+                pfn = self.access(proc, va, write)
+                if apply is not None:
+                    apply(va, [pfn])
+                va += PAGE
+                n += 1
+                continue
+            stop = min(end, vma.end)
+            while va < stop:
+                nxt = min(stop, (va | 0x1FFFFF) + 1)
+                pfns = []
+                try:
+                    self._access_table(proc, vma, va, nxt, write, pfns)
+                finally:
+                    if apply is not None and pfns:
+                        apply(va, pfns)
+                n += len(pfns)
+                va = nxt
+        return n
+
+    def _access_table(self, proc, vma: Vma, va: int, end: int, write: bool, pfns: list) -> None:
+        """access() for the pages of [va, end), all in vma and one PTE table; vma allows the access.
+
+        This is the loop every touched page goes through, so it is written out
+        by hand: one page-table walk for the whole run; inline, the present-entry
+        fast path (access()), anonymous demand-zero faults (_fault_none) and
+        private write-protect faults (_wp_fault), each doing exactly what those
+        do; any other fault through _handle_fault.
+        """
+        mm = proc.mm
+        flags = self.ft.flags
+        mapcount = self.ft.mapcount
+        new_anon = self._new_anon
+        t = self.leaf(mm, va)
+        first = (va >> 12) & 511
+        base = va - (first << 12)
+        need = (P.P | P.RW) if write else P.P          # present entries that need no fault
+        mark = (P.ACCESSED | P.DIRTY | P.SOFT_DIRTY) if write else P.ACCESSED
+        # Anonymous private VMAs map only anonymous frames and the zero page: no
+        # file frame to dirty there.
+        file_dirty = write and vma.file is not None
+        demand_zero = vma.file is None
+        zero_pfn = self.zero_pfn
+        zero_entry = (zero_pfn << 12) | self._pte_bits(vma, False, False) | P.SPECIAL
+        anon_bits = self._pte_bits(vma, True, True)
+        cow = write and not vma.shared                 # a write to a present page copies it
+        content = self.ft.content
+        # The inline faults' counters, added to the real ones once at the end (nothing
+        # reads them meanwhile): pgfault is counted before the frame is allocated,
+        # minflt and rss once the fault succeeded, as fault() does.
+        faults = minflt = anon = 0
+        faulted = False                # a fault succeeded: fault() would update the hiwater marks
+        append = pfns.append
+        try:
+            for i in range(first, first + ((end - va + PAGE - 1) >> 12)):
+                e = t[i] if t is not None else 0
+                if e & need == need:
+                    if e & mark != mark:
+                        t[i] = e | mark
+                    pfn = (e & PFN_MASK) >> 12
+                    if file_dirty and flags[pfn] & TYPE_MASK == FILE:
+                        self._set_dirty(pfn)
+                    append(pfn)
+                    continue
+                at = base + (i << 12)
+                if t is None:
+                    t = self.leaf(mm, at, alloc=True, cpu=proc.cpu, node=proc.node)
+                if e == 0 and demand_zero:                      # do_anonymous_page
+                    faults += 1
+                    if write:
+                        pfn = new_anon(proc, at)
+                        t[i] = (pfn << 12) | anon_bits
+                        mapcount[pfn] = 1
+                        anon += 1
+                    else:
+                        t[i] = zero_entry
+                        pfn = zero_pfn
+                    minflt += 1
+                elif cow and e & P.P:                           # do_wp_page, private
+                    faults += 1
+                    pfn = (e & PFN_MASK) >> 12
+                    if not e & P.SPECIAL and flags[pfn] & TYPE_MASK == ANON and mapcount[pfn] == 1:
+                        t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY  # wp_page_reuse
+                        self.events[VmEvent.PGREUSE] += 1
+                    else:                                       # wp_page_copy
+                        new = new_anon(proc, at)
+                        content[new] = 0 if e & P.SPECIAL else content[pfn]
+                        if not e & P.SPECIAL:
+                            self._unmap_frame(mm, pfn)
+                        t[i] = (new << 12) | anon_bits
+                        mapcount[new] = 1
+                        anon += 1
+                        pfn = new
+                    minflt += 1
+                else:
+                    pfn = self._handle_fault(proc, vma, at, t, i, write)
+                faulted = True
+                append(pfn)
+        finally:
+            if faults:
+                self.events[VmEvent.PGFAULT] += faults
+                proc.minflt += minflt
+                if anon:
+                    mm.rss_anon += anon
+                    vma.has_anon = True
+            if faulted:
+                mm.update_hiwater_rss()

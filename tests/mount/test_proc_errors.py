@@ -85,9 +85,6 @@ def test_write_to_a_read_only_mapping_is_a_protection_fault(machine):
     assert re.search(SEGV_LINE.format(name="rdonly", pid=pid, addr=A1, err=7), machine.read("kmsg"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a write to a never-touched read-only page reports error 7 (protection) "
-                          "in the segfault line; x86 reports 6: the page is not present")
 def test_write_to_untouched_text_reports_a_not_present_fault(machine):
     pid = machine.spawn("txt")
     code, _ = machine.rejected("write 0x400000 1", f"{pid}/ctl")
