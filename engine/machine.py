@@ -21,7 +21,7 @@ from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
 from .config import MachineConfig
 from .devices.iomem import PhysMap, Resource
-from .errors import EngineError, InvalidArgument, NoSuchProcess, OutOfMemory
+from .errors import InvalidArgument, OutOfMemory
 from .kmsg import KernelLog
 from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator

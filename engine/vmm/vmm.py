@@ -34,7 +34,7 @@ from .mm import (MMAP_MIN_ADDR, PAGE, STACK_GUARD_GAP, STACK_RLIMIT, TASK_SIZE, 
 from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                   VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, PROT_BITS, Vma)
 from ..errors import Exists, InvalidArgument, OutOfMemory, bug_on
-from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, RMAP_INDEX_MASK, TYPE_MASK,
+from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, TYPE_MASK,
                           MigrateType, PageType)
 from ..pmm.zone import ZONE_MOVABLE, ZONE_NORMAL
 from ..stats import PageStat, VmEvent, page_gauges

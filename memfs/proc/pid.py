@@ -14,7 +14,7 @@ from engine.pmm.frames import PageType
 from engine.units import KiB, PAGE_SIZE
 from engine.vmm import pte as P
 from engine.vmm.mm import TASK_SIZE
-from engine.vmm.views import PSS_SHIFT, MemStats, ProcView, VmaView
+from engine.vmm.views import PSS_SHIFT, MemStats, VmaView
 
 KB = PAGE_SIZE // KiB
 USER_HZ = 100

@@ -20,11 +20,9 @@ Mode 1 never refuses.
 import pytest
 
 from engine.errors import Fault, OutOfMemory
-from engine.vmm.vma import VM_READ, VM_WRITE
+from engine.vmm.vma import VM_READ
+from vmm_common import PAGE, RW, SMALL_MEMTOTAL
 
-PAGE = 4096
-RW = VM_READ | VM_WRITE
-SMALL_MEMTOTAL = 13825
 COMMIT_LIMIT = 39679
 
 

@@ -15,19 +15,9 @@ import pytest
 from engine.errors import Fault, InvalidArgument, NoSuchProcess
 from engine.pmm.frames import PageType
 from engine.vmm import pte as P
-from engine.vmm.vma import VM_READ, VM_WRITE
+from engine.vmm.vma import VM_READ
 from engine.vmm.vmm import fill_value
-
-PAGE = 4096
-RW = VM_READ | VM_WRITE
-MMAP_BASE = 0x7FFFF7FFF000
-STACK_TOP = 0x7FFFFFFFF000
-FIRST_PID = 5_000_002                 # kthreadd is 5000001
-SMALL_MEMTOTAL = 13825
-
-
-def free(m) -> int:
-    return m.meminfo().free
+from vmm_common import PAGE, RW, MMAP_BASE, STACK_TOP, FIRST_PID, SMALL_MEMTOTAL, free
 
 
 def logged(m, text: str) -> str:

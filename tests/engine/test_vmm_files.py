@@ -10,31 +10,8 @@ import pytest
 
 from engine.errors import Exists, Fault, InvalidArgument
 from engine.vmm import pte as P
-from engine.vmm.vma import VM_READ, VM_WRITE
-
-PAGE = 4096
-RW = VM_READ | VM_WRITE
-MMAP_BASE = 0x7FFFF7FFF000
-SMALL_MEMTOTAL = 13825
-
-
-def free(m) -> int:
-    return m.meminfo().free
-
-
-def event(m, name) -> int:
-    return dict(m.vmstat())[name]
-
-
-def ptes(m, pid) -> dict:
-    out = {}
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
-        out.update(zip(vas.tolist(), ents.tolist()))
-    return out
-
-
-def kcount(m, pfn) -> int:
-    return int.from_bytes(m.kpagecount(pfn, 1), "little")
+from engine.vmm.vma import VM_READ
+from vmm_common import PAGE, RW, MMAP_BASE, SMALL_MEMTOTAL, free, event, ptes, kcount
 
 
 def data_file(m):

@@ -7,35 +7,9 @@ pages: the child's PGD, PUD, PMD and two PTE tables are 5 frames, and each of
 the 5 private pages is then mapped twice, read-only in both processes.
 """
 from engine.vmm import pte as P
-from engine.vmm.vma import VM_READ, VM_WRITE
+from engine.vmm.vma import VM_READ
 from engine.vmm.vmm import fill_value
-
-PAGE = 4096
-RW = VM_READ | VM_WRITE
-MMAP_BASE = 0x7FFFF7FFF000
-STACK_TOP = 0x7FFFFFFFF000
-FIRST_PID = 5_000_002
-SMALL_MEMTOTAL = 13825
-
-
-def free(m) -> int:
-    return m.meminfo().free
-
-
-def event(m, name) -> int:
-    return dict(m.vmstat())[name]
-
-
-def ptes(m, pid) -> dict:
-    """va -> raw entry of every non-none PTE of pid."""
-    out = {}
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
-        out.update(zip(vas.tolist(), ents.tolist()))
-    return out
-
-
-def kcount(m, pfn) -> int:
-    return int.from_bytes(m.kpagecount(pfn, 1), "little")
+from vmm_common import PAGE, RW, MMAP_BASE, STACK_TOP, FIRST_PID, SMALL_MEMTOTAL, free, event, ptes, kcount
 
 
 def logged(m, text: str) -> str:

@@ -14,10 +14,8 @@ from engine.pmm.frames import PageType
 from engine.stats import PageStat
 from engine.vmm import pte as P
 from engine.vmm.files import NO_FRAME
-from engine.vmm.vma import VM_READ, VM_WRITE
-
-PAGE = 4096
-RW = VM_READ | VM_WRITE
+from engine.vmm.vma import VM_READ
+from vmm_common import PAGE, RW
 
 
 def broken(invariants, m, *words):

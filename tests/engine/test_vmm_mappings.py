@@ -9,35 +9,16 @@ import pytest
 
 from engine.errors import Exists, Fault, InvalidArgument, OutOfMemory
 from engine.vmm import pte as P
-from engine.vmm.vma import VM_READ, VM_WRITE
+from engine.vmm.vma import VM_READ
 from engine.vmm.vmm import fill_value
+from vmm_common import PAGE, MIB, RW, MMAP_BASE, STACK_TOP, free, event, ptes
 
-PAGE = 4096
-MIB = 1 << 20
-RW = VM_READ | VM_WRITE
-MMAP_BASE = 0x7FFFF7FFF000
-STACK_TOP = 0x7FFFFFFFF000
 BASE = 0x40000000
 BRK0 = 0x540000
 
 
-def free(m) -> int:
-    return m.meminfo().free
-
-
-def event(m, name) -> int:
-    return dict(m.vmstat())[name]
-
-
 def areas(m, pid):
     return [(r.start, r.end, r.perms) for r in m.proc_view(pid, vmas=True).vmas]
-
-
-def ptes(m, pid) -> dict:
-    out = {}
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
-        out.update(zip(vas.tolist(), ents.tolist()))
-    return out
 
 
 def logged(m, text: str) -> str:

@@ -9,11 +9,9 @@ kpageflags bits (5.8): 3 UPTODATE, 4 DIRTY, 5 LRU, 10 BUDDY, 11 MMAP, 12 ANON,
 import numpy as np
 
 from engine.vmm import pte as P
-from engine.vmm.vma import VM_READ, VM_WRITE
+from engine.vmm.vma import VM_READ
+from vmm_common import PAGE, RW, MMAP_BASE, ptes, kcount
 
-PAGE = 4096
-RW = VM_READ | VM_WRITE
-MMAP_BASE = 0x7FFFF7FFF000
 
 PRESENT = 1 << 63
 FILE = 1 << 61
@@ -30,17 +28,6 @@ def pagemap(m, pid, va, count) -> list[int]:
 
 def kflags(m, pfn) -> int:
     return int.from_bytes(m.kpageflags(pfn, 1), "little")
-
-
-def kcount(m, pfn) -> int:
-    return int.from_bytes(m.kpagecount(pfn, 1), "little")
-
-
-def ptes(m, pid) -> dict:
-    out = {}
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
-        out.update(zip(vas.tolist(), ents.tolist()))
-    return out
 
 
 def agrees(m, pid) -> None:
