@@ -288,16 +288,6 @@ PROC_VERBS = {v.name: v for v in (
          "the start address", "mmap 64M",
          args=(SIZE,), options={"addr": ADDR, "prot": PROT, "file": STR, "offset": SIZE},
          flags=("shared", "populate")),
-    Verb("munmap", _munmap, "ADDR LEN",
-         "unmap a range (part of a mapping splits it); its private frames go back to the "
-         "free lists", "munmap 0x7ffff3fff000 4K", args=(ADDR, SIZE)),
-    Verb("mprotect", _mprotect, "ADDR LEN PROT",
-         "change the protection of a mapped range (r, rw, rx, rwx, none)",
-         "mprotect 0x7ffff3fff000 64K r", args=(ADDR, SIZE, PROT)),
-    Verb("madvise", _madvise, "ADDR LEN dontneed|free",
-         "dontneed: drop the range's pages now (anonymous memory reads zero again); free: "
-         "private anonymous pages become lazily freeable (LazyFree in smaps) until written",
-         "madvise 0x7ffff3fff000 1M dontneed", args=(ADDR, SIZE, STR)),
     Verb("touch", _touch, "ADDR LEN [write]",
          "access every page of the range as the program would (read, or write): faults take "
          "frames; an access outside any mapping is a segfault that kills the process",
@@ -315,12 +305,22 @@ PROC_VERBS = {v.name: v for v in (
          "read every page of the range and print how many differ from what fill wrote "
          "(0 = intact)", "verify 0x7ffff3fff000 32M seed=7", args=(ADDR, SIZE),
          options={"seed": VALUE}),
-    Verb("fork", _fork, "",
-         "fork the process: the child shares every page copy-on-write; prints the child's pid",
-         "fork"),
+    Verb("mprotect", _mprotect, "ADDR LEN PROT",
+         "change the protection of a mapped range (r, rw, rx, rwx, none)",
+         "mprotect 0x7ffff5fff000 64K r", args=(ADDR, SIZE, PROT)),
+    Verb("madvise", _madvise, "ADDR LEN dontneed|free",
+         "dontneed: drop the range's pages now (anonymous memory reads zero again); free: "
+         "private anonymous pages become lazily freeable (LazyFree in smaps) until written",
+         "madvise 0x7ffff3fff000 1M dontneed", args=(ADDR, SIZE, STR)),
+    Verb("munmap", _munmap, "ADDR LEN",
+         "unmap a range (part of a mapping splits it); its private frames go back to the "
+         "free lists", "munmap 0x7ffff7ffe000 4K", args=(ADDR, SIZE)),
     Verb("brk", _brk, "[ADDR|+SIZE|-SIZE]",
          "move the program break (the end of [heap]) to ADDR or by SIZE; prints the break",
          "brk +1M", args=(STR,), min_args=0),
+    Verb("fork", _fork, "",
+         "fork the process: the child shares every page copy-on-write; prints the child's pid",
+         "fork"),
     Verb("exit", _exit, "[STATUS]", "the process exits; its memory goes back", "exit",
          args=(INT,), min_args=0),
 )}

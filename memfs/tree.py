@@ -98,9 +98,12 @@ def _node_dir(node: int) -> Dir:
 
 def _nodes(machine) -> dict:
     entries = {f"node{n.id}": _node_dir(n.id) for n in machine.config.nodes}
-    for which in ("online", "possible", "has_memory", "has_normal_memory", "has_cpu"):
+    for which, what in (("online", "are online"), ("possible", "could ever be online"),
+                        ("has_memory", "have memory"),
+                        ("has_normal_memory", "have memory in a Normal zone"),
+                        ("has_cpu", "have CPUs")):
         entries[which] = _ro(lambda m, w=which: sysfs_node.show_node_list(m, w),
-                             f"nodes that are {which.replace('_', ' ')} (range list)")
+                             f"nodes that {what} (range list)")
     return entries
 
 

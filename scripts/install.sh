@@ -66,4 +66,14 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]"
   touch "$stamp"
 fi
+# As root, put the command on PATH (unless another memfs is already there).
+if [ "$(id -u)" = 0 ] && [ -d /usr/local/bin ]; then
+  current=$(readlink -f /usr/local/bin/memfs 2>/dev/null || true)
+  if [ ! -e /usr/local/bin/memfs ] || [ "$current" = "$(readlink -f "$venv/bin/memfs")" ] \
+      || [ ! -e "$current" ]; then
+    ln -sfn "$venv/bin/memfs" /usr/local/bin/memfs
+  else
+    say "note: /usr/local/bin/memfs is another memfs ($current); this one is $venv/bin/memfs"
+  fi
+fi
 echo "$venv"
