@@ -23,7 +23,7 @@ import threading
 import time
 
 from engine.errors import EngineError
-from .fusebind import FuseOSError
+from .fusebind import FuseOSError, fuse_get_context
 from .tree import Dir, File, Link, lookup
 
 log = logging.getLogger("memfs")
@@ -148,12 +148,21 @@ class MemFs:
         if isinstance(node, Link):
             raise FuseOSError(errno.ELOOP)
         acc = fi.flags & os.O_ACCMODE
-        # Root passes the kernel's mode check, so the mode bits are enforced here too.
+        # The mode bits are enforced here, for root too (the kernel would let root
+        # write a 0444 file). The mount does not use default_permissions: with it the
+        # kernel would fetch attributes before every open, and attributes are never
+        # cached (attr_timeout 0) so that a killed process's folder vanishes at once.
         if acc in (os.O_WRONLY, os.O_RDWR) and not node.writable:
             self.reject(path, "is read-only")
             raise FuseOSError(errno.EACCES)
         if acc in (os.O_RDONLY, os.O_RDWR) and not node.readable:
             raise FuseOSError(errno.EACCES)
+        uid = fuse_get_context()[0]
+        if uid != 0:
+            shift = 6 if uid == self._uid else 0          # owner bits, else other bits
+            want = (4 if acc in (os.O_RDONLY, os.O_RDWR) else 0) | (2 if acc != os.O_RDONLY else 0)
+            if (node.mode >> shift) & want != want:
+                raise FuseOSError(errno.EACCES)
         fh = next(self._next_fh)
         with self._handles_mu:
             self._handles[fh] = Handle(path, node)

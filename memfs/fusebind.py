@@ -7,7 +7,7 @@ memfs goes through these names.
 import ctypes
 
 import fuse as _binding
-from fuse import FUSE, FuseOSError  # noqa: F401  (re-exported)
+from fuse import FUSE, FuseOSError, fuse_get_context  # noqa: F401  (re-exported)
 
 _binding._libfuse.fuse_interrupted.restype = ctypes.c_int
 

@@ -25,7 +25,7 @@ def serve(mountpoint: str, cfg: MachineConfig, *, paused: bool, ready_fd: int | 
 
     ops = MemFs(machine, build_root(), on_init=ready)
     options = dict(raw_fi=True, foreground=True, nothreads=False, fsname="memfs", subtype="memfs",
-                   default_permissions=True, attr_timeout=0.0, entry_timeout=1.0)
+                   attr_timeout=0.0, entry_timeout=1.0)
     if os.geteuid() == 0:
         options["allow_other"] = True          # root's tools (and bind mounts) read it as anyone
     try:
