@@ -123,12 +123,11 @@ class Machine:
 
     def _commit_allowed(self, pages: int, mm) -> bool:
         s = self.sysctl
-        owner = self.tasks.owner_of(mm) if mm is not None else None
         return enough_memory(pages, self.vmm.committed, mode=s["overcommit_memory"],
                              total_ram=self.total_ram_pages(), total_swap=self.total_swap_pages(),
                              limit=self.commit_limit(), admin_reserve_kb=s["admin_reserve_kbytes"],
                              user_reserve_kb=s["user_reserve_kbytes"],
-                             is_admin=owner is not None and owner.uid == 0,
+                             is_admin=mm is not None and mm.uid == 0,
                              mm_total_vm=mm.total_vm() if mm is not None else None)
 
     # ------------------------------------------------------------------

@@ -18,7 +18,7 @@ NO_FRAME = -1
 
 class MemFile:
     __slots__ = ("ino", "path", "nr_pages", "size", "shmem", "disk", "cache", "nr_cached",
-                 "nr_dirty", "maps", "unlinked", "charged")
+                 "nr_dirty", "maps", "charged")
 
     def __init__(self, ino: int, path: str, size: int, *, shmem: bool = False):
         self.ino = ino
@@ -31,7 +31,6 @@ class MemFile:
         self.nr_cached = 0
         self.nr_dirty = 0
         self.maps = 0                 # VMAs mapping it (shmem dies with its last mapping)
-        self.unlinked = False
         self.charged = 0              # shmem: pages charged to Committed_AS for the object
 
     def grow(self, size: int) -> None:

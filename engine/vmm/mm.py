@@ -38,8 +38,9 @@ def page_align(n: int) -> int:
 
 
 class AddressSpace:
-    def __init__(self, pgd: int):
-        self.pgd = pgd                        # pfn of the top-level table (PML4)
+    def __init__(self, pgd: int, uid: int):
+        self.pgd = pgd
+        self.uid = uid                        # the owner's user id (root skips the admin reserve)                        # pfn of the top-level table (PML4)
         self.vmas: list[Vma] = []
         self._starts: list[int] = []
         self.rss_anon = 0                     # resident pages, as Linux's MM_ANONPAGES ...

@@ -70,12 +70,6 @@ class Tasks:
             raise InvalidArgument(f"{pid} ({p.comm}) is a kernel thread: it has no address space")
         return p
 
-    def owner_of(self, mm):
-        for p in self.procs.values():
-            if p.mm is mm:
-                return p
-        return None
-
     def _cpu(self, pid: int) -> tuple[int, int]:
         cpu = (pid - PID_BASE) % self.m.config.cpus
         return cpu, self.m.cpu_node.get(cpu, 0)
@@ -159,7 +153,7 @@ class Tasks:
         del self.vmm.inodes[f.ino]
 
     def _new_mm(self, p: Process) -> AddressSpace:
-        return AddressSpace(self.vmm.new_pgd(p.cpu, p.node))
+        return AddressSpace(self.vmm.new_pgd(p.cpu, p.node), p.uid)
 
     @locked
     def fork(self, pid: int) -> int:

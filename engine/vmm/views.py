@@ -143,7 +143,7 @@ def vma_view(m, mm, v, stats: bool) -> VmaView:
     elif v.file.shmem:
         dev, ino, path = "00:01", v.file.ino, "/dev/zero (deleted)"
     else:
-        dev, ino, path = "fd:00", v.file.ino, v.file.path + (" (deleted)" if v.file.unlinked else "")
+        dev, ino, path = "fd:00", v.file.ino, v.file.path
     return VmaView(v.start, v.end, v.perms(), v.pgoff * PAGE if v.file else 0, dev, ino, path,
                    v.vmflags(), vma_stats(m, mm, v) if stats else None)
 

@@ -92,9 +92,7 @@ def show_stat(m, pid: int) -> str:
               v.minflt, 0, v.majflt, 0, 0, 0, 0, 0, 20, 0, v.nr_threads, 0, start,
               v.total_vm * PAGE_SIZE, v.rss, (1 << 64) - 1,
               v.start_code, v.end_code, v.start_stack, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, v.cpu,
-              0, 0, 0, 0, 0, v.start_data, v.end_data, v.start_brk,
-              v.start_stack if not v.kthread else 0, v.start_stack if not v.kthread else 0,
-              v.start_stack if not v.kthread else 0, v.start_stack if not v.kthread else 0, 0]
+              0, 0, 0, 0, 0, v.start_data, v.end_data, v.start_brk] + [v.start_stack] * 4 + [0]
     return " ".join(str(f) for f in fields) + "\n"
 
 
