@@ -97,6 +97,17 @@ class KernelConfig:
 class ClockConfig:
     hz: int                  # ticks per wall-clock second while running
     tick_ms: int             # simulated milliseconds per tick
+    scavenge_period: int = 50     # ticks between idle-scavenger runs (on idle ticks only)
+    pressure_interval: int = 100  # ticks between two low-memory notifications
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """A process the machine starts at boot: spawn NAME [workload=KIND] [key=value...]."""
+    name: str
+    workload: str | None
+    spawn: dict              # text, data, stack, uid, oom_score_adj, guard
+    options: dict            # the workload's options, checked against its kind
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class MachineConfig:
     hotplug_block_size: int
     swap: tuple[SwapConfig, ...]
     sysctl: dict = field(default_factory=dict)   # name -> raw value, checked by Machine
+    processes: tuple[ProcessConfig, ...] = ()
     source: str = "<built-in>"
 
     @property
@@ -126,6 +138,11 @@ class MachineConfig:
     def with_seed(self, seed: int) -> "MachineConfig":
         from dataclasses import replace
         return replace(self, seed=seed)
+
+    def without_processes(self) -> "MachineConfig":
+        """The same machine with nothing started at boot (a quiet machine)."""
+        from dataclasses import replace
+        return replace(self, processes=())
 
 
 # ---------------------------------------------------------------------------
@@ -352,12 +369,16 @@ def _parse_swap(raw) -> tuple[SwapConfig, ...]:
 def parse(raw, source: str = "<string>") -> MachineConfig:
     """Validate a parsed YAML document and build the frozen MachineConfig."""
     top = _mapping(raw, "", {"machine", "clock", "kernel", "memory_map", "numa", "pci",
-                             "hotplug", "swap", "sysctl"}, {"memory_map", "numa"})
+                             "hotplug", "swap", "sysctl", "processes"}, {"memory_map", "numa"})
     m = _mapping(top.get("machine"), "machine", {"name", "seed", "cpus"})
     cpus = _int(m, "cpus", "machine", 1, lo=1, hi=256)
-    c = _mapping(top.get("clock"), "clock", {"hz", "tick_ms"})
+    c = _mapping(top.get("clock"), "clock", {"hz", "tick_ms", "scavenge_period",
+                                             "pressure_interval"})
     clock = ClockConfig(hz=_int(c, "hz", "clock", 100, lo=1, hi=10000),
-                        tick_ms=_int(c, "tick_ms", "clock", 10, lo=1, hi=1000))
+                        tick_ms=_int(c, "tick_ms", "clock", 10, lo=1, hi=1000),
+                        scavenge_period=_int(c, "scavenge_period", "clock", 50, lo=1, hi=1 << 20),
+                        pressure_interval=_int(c, "pressure_interval", "clock", 100, lo=1,
+                                               hi=1 << 20))
     kernel = _parse_kernel(top.get("kernel"))
 
     raw_map = top["memory_map"]
@@ -407,9 +428,55 @@ def parse(raw, source: str = "<string>") -> MachineConfig:
         memory_map=tuple(sorted(regions, key=lambda r: r.start)),
         nodes=nodes, distance=distance, pci_windows=tuple(windows),
         hotplug_block_size=block, swap=_parse_swap(top.get("swap")),
-        sysctl=dict(sysctl), source=source)
+        sysctl=dict(sysctl), processes=_parse_processes(top.get("processes")), source=source)
     _check_kernel_fits(cfg)
     return cfg
+
+
+SPAWN_KEYS = {"text": "size", "data": "size", "stack": "size", "uid": "int",
+              "oom_score_adj": "int", "guard": "bool"}
+
+
+def _parse_processes(raw) -> tuple[ProcessConfig, ...]:
+    """The processes started at boot; workload options are checked against their kind."""
+    from .workloads import KINDS, OPTION_KEYS
+    from .workloads.base import parse_options
+    from .errors import EngineError
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("processes", "expected a list of processes")
+    out = []
+    for i, item in enumerate(raw):
+        path = f"processes[{i}]"
+        d = _mapping(item, path, {"name", "workload"} | set(SPAWN_KEYS) | set(OPTION_KEYS),
+                     {"name"})
+        name = _str(d, "name", path)
+        kind = d.get("workload")
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(_join(path, "workload"), f"unknown workload {kind!r} "
+                                                       f"(known: {', '.join(KINDS)})")
+        spawn = {}
+        for key, typ in SPAWN_KEYS.items():
+            if key in d:
+                if typ == "size":
+                    spawn[key] = _number(d, key, path)
+                elif typ == "int":
+                    spawn[key] = _int(d, key, path)
+                elif not isinstance(d[key], bool):
+                    raise ConfigError(_join(path, key), "expected true or false")
+                else:
+                    spawn[key] = d[key]
+        options = {k: v for k, v in d.items() if k in OPTION_KEYS}
+        if options and kind is None:
+            raise ConfigError(path, f"{', '.join(options)} are workload options: give workload:")
+        if kind is not None:
+            try:
+                parse_options(kind, KINDS[kind].options, options)
+            except EngineError as e:
+                raise ConfigError(path, e.reason) from None
+        out.append(ProcessConfig(name, kind, spawn, options))
+    return tuple(out)
 
 
 def _parse_sysctl(raw) -> dict:

@@ -11,12 +11,14 @@ Commands validate everything first and mutate after, so a rejected command
 """
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import numpy as np
 
 from . import views
+from .background import Background
 from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
 from .config import MachineConfig
@@ -31,6 +33,7 @@ from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import event_counters
 from .swap import SwapDevice
 from .sysctl import all_tunables
+from .trace import TraceLog
 from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two, runs_of
 from .vmm import views as vmm_views
 from .vmm.tasks import Tasks
@@ -44,6 +47,8 @@ class Machine:
         self.boot_time = int(time.time())           # wall-clock epoch of boot (stat btime)
         self.clock = Clock(cfg.clock.hz, cfg.clock.tick_ms, paused)
         self.kmsg = KernelLog()
+        self.trace = TraceLog()
+        self.rng = random.Random(cfg.seed)          # the one generator everything random draws from
         self.events = event_counters()
         layout = boot(cfg)
         self.ft = layout.ft
@@ -70,10 +75,26 @@ class Machine:
         self.vmm = Vmm(self.ft, self.pmm, self.events, zero_pfn=image.end_pfn - 1,
                        nr_zones=len(self.zones))
         self.vmm.commit_policy = self._commit_allowed
+        self.vmm.trace = self.trace
         self._apply_tunables()
         self._ticker: Ticker | None = None
         views.log_boot(self)
         self.tasks = Tasks(self)
+        self.background = Background(self)
+        self._start_processes(cfg)
+        self.publish_trace()
+
+    def _start_processes(self, cfg: MachineConfig) -> None:
+        """The config's processes list: spawned at boot, in order."""
+        from .config import ConfigError
+        from .errors import EngineError
+        from .workloads import make
+        for i, pc in enumerate(cfg.processes):
+            try:
+                w = make(pc.workload, pc.options) if pc.workload else None
+                self.tasks.spawn(pc.name, workload=w, **pc.spawn)
+            except EngineError as e:
+                raise ConfigError(f"processes[{i}]", f"{pc.name}: {e.reason}") from None
 
     # ------------------------------------------------------------------
     # construction helpers
@@ -145,11 +166,33 @@ class Machine:
         ticker, self._ticker = self._ticker, None
         if ticker:
             ticker.stop()
+        self.trace.close()
 
     def step(self, n: int = 1) -> None:
-        """Advance n ticks. Each tick runs the background tasks due (none yet at this layer)."""
+        """Advance n ticks. Each tick every process runs (its workload, a pending
+        notification), then the background tasks due, by priority."""
+        for _ in range(n):
+            with self.mu:
+                self.clock.tick += 1
+                try:
+                    ran = self.tasks.run_tick()
+                    self.background.run(self.clock.tick, ran)
+                finally:
+                    self.publish_trace()
+
+    def publish_trace(self) -> None:
+        """Hand the events recorded since the last call to trace readers (engine lock held)."""
+        self.trace.publish(self.clock.tick)
+
+    def notify(self, level: str) -> int:
+        """A low-memory notification to every process (ctl `notify low|critical`)."""
+        if level not in ("low", "critical"):
+            raise InvalidArgument(f"notify: level {level!r} must be low or critical")
         with self.mu:
-            self.clock.tick += n
+            n = self.tasks.notify_all(level)
+            self.kmsg.log(self.clock.uptime_us, f"notify: {level} memory: {n} processes notified")
+            self.publish_trace()
+            return n
 
     def clock_command(self, verb: str, arg: int | None = None) -> None:
         with self.mu:
@@ -428,6 +471,23 @@ class Machine:
             if p.mm is None:
                 raise InvalidArgument(f"{pid} ({p.comm}) is a kernel thread: no page tables")
             return vmm_views.pte_dump(self, p)
+
+    def heap_view(self, pid: int) -> dict:
+        """A copy of the process's heap bookkeeping and stack pointer (formatted outside the lock)."""
+        with self.mu:
+            p = self.tasks.get(pid)
+            h = p.heap
+            view = {"pid": pid, "comm": p.comm, "guard": p.guard, "sp": p.sp, "heap": None,
+                    "mm": p.mm is not None}
+            if p.mm is not None:
+                vma = self.tasks._stack_vma(p)
+                view["stack"] = (vma.start, vma.end) if vma else None
+            if h is not None:
+                view["heap"] = {**h.stats(), "live": sorted(h.live.items()),
+                                "nmalloc": h.nmalloc, "nfree": h.nfree, "errors": h.errors,
+                                "scavenged_pages": h.scavenged_pages,
+                                "max_mmapped": h.max_mmapped}
+            return view
 
     def pagemap(self, pid: int, first_vpn: int, count: int) -> bytes:
         with self.mu:

@@ -89,6 +89,8 @@ def cmd_mount(args) -> int:
     cfg = resolve_config(args.config)
     if args.seed is not None:
         cfg = cfg.with_seed(args.seed)
+    if args.no_processes:
+        cfg = cfg.without_processes()
     mnt = os.path.abspath(args.mountpoint)
     if args.foreground:
         from .mount import serve
@@ -112,6 +114,8 @@ def _mount_daemon(args, cfg, mnt: str) -> int:
         cmd += ["--seed", str(args.seed)]
     if args.paused:
         cmd.append("--paused")
+    if args.no_processes:
+        cmd.append("--no-processes")
     with open(log_path, "ab") as log:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  pass_fds=(write_end,), start_new_session=True)
@@ -299,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, metavar="N", help="seed of the random generator "
                    "(overrides the config's)")
     m.add_argument("--paused", action="store_true", help="start with the clock stopped")
+    m.add_argument("--no-processes", action="store_true",
+                   help="start none of the config's processes (a quiet machine)")
     m.add_argument("--foreground", action="store_true",
                    help="serve in this process until unmounted (Ctrl-C unmounts)")
     m.add_argument("--log", metavar="FILE", help="daemon log file (default: under the "

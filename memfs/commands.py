@@ -14,6 +14,7 @@ from typing import Callable
 from engine.errors import InvalidArgument
 from engine.units import parse_number
 from engine.vmm.vma import parse_prot
+from engine.workloads import KINDS as WORKLOAD_KINDS, make as make_workload
 
 SIZE, INT, STR, RANGE, ADDR, PROT, VALUE = ("SIZE", "N", "NAME", "PFN[-PFN]", "ADDR", "PROT",
                                             "VALUE")
@@ -133,9 +134,29 @@ def _bar(m, args, opts) -> str:
     return f"{bar.start:#x}"
 
 
+WORKLOAD_OPTIONS = {"rate": INT, "size": SIZE, "limit": SIZE, "workers": INT, "depth": SIZE,
+                    "trace": STR}
+
+
 def _spawn(m, args, opts) -> str:
-    kw = {k: opts[k] for k in ("text", "data", "stack", "uid", "oom_score_adj") if k in opts}
-    return str(m.tasks.spawn(args[0], **kw))
+    kw = {k: opts[k] for k in ("text", "data", "stack", "uid", "oom_score_adj", "guard")
+          if k in opts}
+    wopts = {k: v for k, v in opts.items() if k in WORKLOAD_OPTIONS}
+    kind = opts.get("workload")
+    if kind is None:
+        if wopts:
+            raise InvalidArgument(f"spawn: {', '.join(k + '=' for k in wopts)} go with workload=KIND")
+        return str(m.tasks.spawn(args[0], **kw))
+    if "trace" in wopts and not wopts["trace"].startswith("/"):
+        raise InvalidArgument(f"spawn: trace={wopts['trace']} must be an absolute path on the "
+                              f"host (the memfs daemon reads it)")
+    # Built before the engine lock is taken: a replay reads and checks its whole trace here.
+    w = make_workload(kind, wopts)
+    return str(m.tasks.spawn(args[0], workload=w, **kw))
+
+
+def _notify(m, args, opts) -> None:
+    m.notify(args[0])
 
 
 def _kill(m, args, opts) -> None:
@@ -147,14 +168,24 @@ def _file(m, args, opts) -> None:
 
 
 CTL_VERBS = {v.name: v for v in (
-    Verb("spawn", _spawn, "NAME [text=SIZE] [data=SIZE] [stack=SIZE] [uid=N] [oom_score_adj=N]",
+    Verb("spawn", _spawn, "NAME [workload=KIND [rate=N] [size=SIZE] [limit=SIZE] [workers=N] "
+         "[depth=SIZE] [trace=PATH]] [text=SIZE] [data=SIZE] [stack=SIZE] [uid=N] "
+         "[oom_score_adj=N] [guard]",
          "start a process: program text (r-x) and data (rw-) mapped from /usr/bin/NAME, an "
-         "empty heap, a stack with exec's argument page written; prints its pid",
-         "spawn web data=1M",
+         "empty heap, a stack with exec's argument page written; prints its pid. With "
+         "workload=KIND it runs by itself every tick: " + "; ".join(
+             f"{k} ({w.summary})" for k, w in WORKLOAD_KINDS.items()) + ". guard: heap guard "
+         "checks (red zones) on",
+         "spawn web workload=web rate=20",
          args=(STR,), options={"text": SIZE, "data": SIZE, "stack": SIZE, "uid": INT,
-                               "oom_score_adj": INT}),
+                               "oom_score_adj": INT, "workload": STR, **WORKLOAD_OPTIONS},
+         flags=("guard",)),
     Verb("kill", _kill, "PID", "kill a process (SIGKILL): its memory goes back at once",
          "kill 5000002", args=(INT,)),
+    Verb("notify", _notify, "low|critical",
+         "tell every process memory is short: on its next tick each one's heap scavenges "
+         "itself (free areas of a page or more, and stack pages below the stack pointer); "
+         "caching workloads also drop cache entries", "notify low", args=(STR,)),
     Verb("file", _file, "NAME SIZE",
          "create a simulated file of SIZE bytes (zeros) that processes can mmap with file=NAME; "
          "its pages are cached in RAM when touched (Cached in meminfo)", "file data.db 64M",
@@ -271,6 +302,37 @@ def _brk(m, pid, args, opts) -> str:
         raise InvalidArgument(f"brk: {e}") from None
 
 
+def _malloc(m, pid, args, opts) -> str:
+    return _hex(m.tasks.malloc(pid, args[0], align=opts.get("align", 16),
+                               hint=opts.get("hint", "long"), pool=opts.get("pool")))
+
+
+def _free(m, pid, args, opts) -> None:
+    m.tasks.free(pid, args[0])
+
+
+def _realloc(m, pid, args, opts) -> str:
+    return _hex(m.tasks.realloc(pid, args[0], args[1]))
+
+
+def _memset(m, pid, args, opts) -> None:
+    m.tasks.memset(pid, args[0], args[1])
+
+
+def _scavenge(m, pid, args, opts) -> None:
+    m.tasks.scavenge(pid)
+
+
+def _stack(m, pid, args, opts) -> None:
+    m.tasks.stack(pid, args[0])
+
+
+def _guard(m, pid, args, opts) -> None:
+    if args[0] not in ("on", "off"):
+        raise InvalidArgument(f"guard: {args[0]!r} must be on or off")
+    m.tasks.set_guard(pid, args[0] == "on")
+
+
 def _exit(m, pid, args, opts) -> None:
     code = args[0] if args else 0
     if not 0 <= code <= 255:
@@ -318,6 +380,35 @@ PROC_VERBS = {v.name: v for v in (
     Verb("brk", _brk, "[ADDR|+SIZE|-SIZE]",
          "move the program break (the end of [heap]) to ADDR or by SIZE; prints the break",
          "brk +1M", args=(STR,), min_args=0),
+    Verb("malloc", _malloc, "SIZE [align=N] [hint=short|long] [pool=N]",
+         "the program calls malloc (or aligned_alloc with align=): prints the address. The "
+         "heap grows its pool by brk (pool 0) or mmap (other pools) only when short; "
+         f"requests of 128K or more get their own mapping. hint=short puts the block in the "
+         "short-lived pool (1), pool=N in pool N (0-7)",
+         "malloc 100", args=(SIZE,), options={"align": SIZE, "hint": STR, "pool": INT}),
+    Verb("free", _free, "ADDR",
+         "the program frees a block: it goes back to the pool (merged with free neighbours; "
+         "the pool shrinks when its top passes 128K). A double free or a pointer malloc "
+         "never returned is refused (EINVAL) and reported in kmsg and trace",
+         "free 0x4e4010", args=(ADDR,)),
+    Verb("realloc", _realloc, "ADDR SIZE",
+         "resize a block in place when the neighbours allow, else move it; prints the address",
+         "realloc 0x4e4010 4K", args=(ADDR, SIZE)),
+    Verb("memset", _memset, "ADDR LEN",
+         "the program writes LEN bytes at ADDR (its pages fault in as written). With guard "
+         "checks on, a write past the end of a heap block or into freed heap memory is "
+         "refused (EINVAL) and reported", "memset 0x4e4010 100", args=(ADDR, SIZE)),
+    Verb("scavenge", _scavenge, "",
+         "the process gives memory back without shrinking anything: madvise(dontneed) of "
+         "every free heap area of at least one page, and of the stack pages below its "
+         "stack pointer (RSS falls; the heap's mapped size stays)", "scavenge"),
+    Verb("stack", _stack, "DEPTH",
+         "set the stack depth: deeper writes the new stack pages (past 8M: stack overflow, "
+         "SIGSEGV); shallower leaves the pages below the stack pointer resident until a "
+         "scavenge", "stack 256K", args=(SIZE,)),
+    Verb("guard", _guard, "on|off",
+         "heap guard checks: a 16-byte red zone after every block, checked on memset "
+         "(chosen before the first malloc)", "guard on", args=(STR,)),
     Verb("fork", _fork, "",
          "fork the process: the child shares every page copy-on-write; prints the child's pid",
          "fork"),

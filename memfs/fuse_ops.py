@@ -23,20 +23,21 @@ import threading
 import time
 
 from engine.errors import EngineError
-from .fusebind import FuseOSError, fuse_get_context
+from .fusebind import FuseOSError, fuse_get_context, interrupted
 from .tree import Dir, File, Link, lookup
 
 log = logging.getLogger("memfs")
 
 
 class Handle:
-    __slots__ = ("path", "node", "snapshot", "result")
+    __slots__ = ("path", "node", "snapshot", "result", "reader")
 
     def __init__(self, path: str, node: File):
         self.path = path
         self.node = node
         self.snapshot = b""          # rendered content (read at offset 0 refreshes it)
         self.result = b""            # transaction: what the next read returns
+        self.reader = None           # stream: this open file's place in the trace
 
 
 def _op(func):
@@ -110,6 +111,10 @@ class MemFs:
             if target is None:
                 raise FuseOSError(errno.ENOENT)
             attrs.update(st_mode=stat.S_IFLNK | 0o777, st_nlink=1, st_size=len(target))
+        elif node.stream:
+            # The stream's size is its length so far: tail -f polls it to see new events.
+            attrs.update(st_mode=stat.S_IFREG | node.mode, st_nlink=1,
+                         st_size=self.machine.trace.end)
         else:
             # Size 0 like procfs: every file is opened with direct_io, so readers read to EOF.
             attrs.update(st_mode=stat.S_IFREG | node.mode, st_nlink=1, st_size=0)
@@ -164,8 +169,11 @@ class MemFs:
             if (node.mode >> shift) & want != want:
                 raise FuseOSError(errno.EACCES)
         fh = next(self._next_fh)
+        h = Handle(path, node)
+        if node.stream:
+            h.reader = self.machine.trace.reader()
         with self._handles_mu:
-            self._handles[fh] = Handle(path, node)
+            self._handles[fh] = h
         fi.fh = fh
         fi.direct_io = 1
         fi.keep_cache = 0
@@ -185,6 +193,18 @@ class MemFs:
             return out
         if h.node.read_range is not None:
             return h.node.read_range(self.machine, offset, size)
+        if h.reader is not None:
+            # Blocks at the end of the stream (a libfuse worker thread waits, not the engine);
+            # O_NONBLOCK (tail -f sets it) gets EAGAIN, a signal to the reader EINTR.
+            try:
+                data = self.machine.trace.read(h.reader, offset, size,
+                                               block=not fi.flags & os.O_NONBLOCK,
+                                               interrupted=interrupted)
+            except InterruptedError:
+                raise FuseOSError(errno.EINTR) from None
+            if data is None:
+                raise FuseOSError(errno.EAGAIN)
+            return data
         if offset == 0:
             content = h.node.show(self.machine)
             h.snapshot = content.encode() if isinstance(content, str) else content

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .proc import iomem, meminfo, stat, swaps, vmstat, zoneinfo
 from .proc import memfs_files
+from .proc import heap as proc_heap
 from .proc import pid as proc_pid
 from .sysfs import node as sysfs_node
 
@@ -26,10 +27,12 @@ class File:
     help: str = ""                   # one line for the README
     # Binary files indexed by offset: (machine, offset, size) -> bytes, computed per read.
     read_range: Callable[[object, int, int], bytes] | None = None
+    stream: bool = False             # the event stream: reads block at its end (trace)
 
     @property
     def readable(self) -> bool:
-        return self.show is not None or self.transaction or self.read_range is not None
+        return (self.show is not None or self.transaction or self.read_range is not None
+                or self.stream)
 
     @property
     def writable(self) -> bool:
@@ -135,6 +138,8 @@ def pid_dir(pid: int) -> Dir:
                               store=lambda m, text: proc_pid.store_oom_score_adj(m, pid, text),
                               help="-1000..1000 added to its OOM badness; -1000 = never killed"),
         "pte": ro(proc_pid.show_pte, "the page tables: every non-empty entry, raw and decoded"),
+        "heap": ro(proc_heap.show_heap, "the heap: pools, free lists, live allocations, "
+                                        "fragmentation; the stack pointer"),
         "ctl": File(0o644, store=lambda m, text: memfs_files.store_proc_ctl(m, pid, text),
                     transaction=True, help="per-process commands (below)"),
     }, help="one simulated process")
@@ -172,6 +177,10 @@ def build_root() -> Dir:
                       help="read: tick, state, rate; write: pause, resume, step N, hz N"),
         "kmsg": _ro(memfs_files.show_kmsg,
                     "kernel log: boot, every command's result, every rejected write and why"),
+        "trace": File(0o444, stream=True,
+                      help="event stream, one line an event: TICK PID EVENT DETAILS (fault, "
+                           "malloc, free, scavenge, fork, exit, segfault, ...); a read at the end "
+                           "blocks until there are new events (cat and tail -f follow it)"),
         "meminfo": _ro(meminfo.show_meminfo, "memory summary, as /proc/meminfo"),
         "vmstat": _ro(vmstat.show_vmstat, "counters, as /proc/vmstat"),
         "zoneinfo": _ro(zoneinfo.show_zoneinfo,

@@ -28,7 +28,8 @@ DEFAULT_STACK = 132 << 10             # the usual initial [stack] VMA (0x21000)
 class Process:
     __slots__ = ("pid", "comm", "cmdline", "ppid", "uid", "state", "mm", "cpu", "node",
                  "minflt", "majflt", "start_tick", "oom_score_adj", "anon_family", "kthread",
-                 "exit_code")
+                 "exit_code", "heap", "workload", "sp", "notified", "nvcsw", "nivcsw", "utime",
+                 "guard")
 
     def __init__(self, pid: int, comm: str, ppid: int, *, cpu: int, node: int, start_tick: int,
                  uid: int = 1000, kthread: bool = False):
@@ -48,6 +49,14 @@ class Process:
         self.anon_family = pid - PID_BASE  # shared by a process and its forks (the anon rmap owner)
         self.kthread = kthread
         self.exit_code = 0
+        self.heap = None                  # the program's allocator (engine.heap), made on first use
+        self.workload = None              # what it does every tick (engine.workloads), or None
+        self.sp = 0                       # stack pointer: the stack in use is [sp, stack top)
+        self.notified: str | None = None  # a low-memory notification not yet handled
+        self.nvcsw = 0                    # voluntary context switches (went to sleep)
+        self.nivcsw = 0                   # involuntary ones (preempted while running)
+        self.utime = 0                    # ticks spent running
+        self.guard = False                # heap guard checks (red zones) for new heaps
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} ({self.comm})>"

@@ -17,6 +17,7 @@ from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
                   VM_SOFTDIRTY, VM_WRITE, Vma)
 from .vmm import FaultOom, Segv, fill_value
 from ..errors import EngineError, Fault, InvalidArgument, NoSuchProcess, OutOfMemory
+from ..heap.calls import HeapCalls
 from ..stats import VmEvent
 from ..units import KiB
 
@@ -27,11 +28,14 @@ def locked(func):
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         with self.m.mu:
-            return func(self, *args, **kwargs)
+            try:
+                return func(self, *args, **kwargs)
+            finally:
+                self.m.publish_trace()
     return wrapper
 
 
-class Tasks:
+class Tasks(HeapCalls):
     def __init__(self, machine):
         self.m = machine
         self.vmm = machine.vmm
@@ -88,7 +92,8 @@ class Tasks:
 
     @locked
     def spawn(self, name: str, *, text: int = pr.DEFAULT_TEXT, data: int = pr.DEFAULT_DATA,
-              stack: int = pr.DEFAULT_STACK, uid: int = 1000, oom_score_adj: int = 0) -> int:
+              stack: int = pr.DEFAULT_STACK, uid: int = 1000, oom_score_adj: int = 0,
+              guard: bool = False, workload=None) -> int:
         why = pr.check_comm(name)
         if why:
             raise InvalidArgument(f"spawn: {why}")
@@ -109,6 +114,9 @@ class Tasks:
         cpu, node = self._cpu(pid)
         p = Process(pid, name, 0, cpu=cpu, node=node, start_tick=self.m.clock.tick, uid=uid)
         p.oom_score_adj = oom_score_adj
+        p.guard = guard
+        if workload is not None and not workload.has_program:
+            return self._spawn_bare(p, workload)
         vmm = self.vmm
         created = exe_path not in vmm.files
         try:
@@ -129,7 +137,7 @@ class Tasks:
             mm.start_code, mm.end_code = ts, te
             mm.start_data, mm.end_data = ds, de
             mm.start_brk = mm.brk = de
-            mm.start_stack = se - PAGE
+            mm.start_stack = p.sp = se - PAGE
             # exec copies argv and the environment to the top of the stack: one written page.
             vmm.write_value(p, se - PAGE, fill_value(se - PAGE, len(name)))
             mm.hiwater_rss = mm.rss
@@ -144,8 +152,34 @@ class Tasks:
         self.procs[pid] = p
         self.forks += 1
         self._log(f"spawn: {pid} ({name}) text {te - ts >> 10}K data {de - ds >> 10}K "
-                  f"stack {se - ss >> 10}K")
+                  f"stack {se - ss >> 10}K" + (f" workload {workload.describe()}" if workload else ""))
+        self.m.trace.emit(pid, "spawn", name + (f" workload={workload.kind}" if workload else ""))
+        if workload is not None:
+            self._attach(p, workload)
         return pid
+
+    def _spawn_bare(self, p: Process, workload) -> int:
+        """A process with only an address space (a trace replay): no program text, no stack."""
+        try:
+            p.mm = self._new_mm(p)
+        except FaultOom:
+            raise OutOfMemory(f"spawn: no free frame for {p.comm}'s page-table root") from None
+        p.cmdline = [f"/usr/bin/{p.comm}"]
+        self.procs[p.pid] = p
+        self.forks += 1
+        self._log(f"spawn: {p.pid} ({p.comm}) workload {workload.describe()}")
+        self.m.trace.emit(p.pid, "spawn", f"{p.comm} workload={workload.kind}")
+        self._attach(p, workload)
+        return p.pid
+
+    def _attach(self, p: Process, workload) -> None:
+        """Start p's workload; if it cannot start, p exits (the command still made p)."""
+        p.workload = workload
+        p.state = "R"
+        try:
+            workload.start(self, p)
+        except (EngineError, FaultOom, Segv) as e:
+            self._workload_died(p, e)
 
     def _forget_file(self, path: str) -> None:
         f = self.vmm.files.pop(path)
@@ -158,6 +192,12 @@ class Tasks:
     @locked
     def fork(self, pid: int) -> int:
         parent = self._user(pid)
+        child = self.do_fork(parent)
+        self._log(f"fork: {pid} ({parent.comm}) -> {child.pid}")
+        return child.pid
+
+    def do_fork(self, parent: Process) -> Process:
+        """sys_fork: a child sharing every page copy-on-write, and the parent's user-space state."""
         if len(self.procs) >= MAX_PROCESSES:
             raise OutOfMemory(f"fork: {MAX_PROCESSES} processes already (threads-max)")
         cpid = self._alloc_pid()
@@ -174,18 +214,36 @@ class Tasks:
         self.vmm.dup_mm(parent, child)          # raises OutOfMemory, child torn down
         self.procs[cpid] = child
         self.forks += 1
-        self._log(f"fork: {pid} ({parent.comm}) -> {cpid}")
-        return cpid
+        self._fork_userland(parent, child)
+        return child
+
+    def _fork_userland(self, parent: Process, child: Process) -> None:
+        """The child's copy of what lives in user space: heap bookkeeping, stack pointer."""
+        from ..heap.syscalls import ProcessSys
+        child.sp = parent.sp
+        child.guard = parent.guard
+        if parent.heap is not None:
+            child.heap = parent.heap.clone(ProcessSys(self, child))
+        self.m.trace.emit(parent.pid, "fork", f"child={child.pid}")
 
     def _exit(self, p: Process, code: int) -> None:
         if p.mm is not None:
             self.vmm.exit_mm(p)
         p.state = "X"
         p.exit_code = code
+        p.heap = None
+        if p.workload is not None:
+            p.workload.stop(self, p)
+            p.workload = None
         del self.procs[p.pid]
+        self.m.trace.emit(p.pid, "exit", f"status={code}")
         for c in self.procs.values():
             if c.ppid == p.pid:
                 c.ppid = 0
+
+    def exit_from_program(self, p: Process, code: int) -> None:
+        """The program itself calls exit (a workload finishing): no kmsg line, traced."""
+        self._exit(p, code)
 
     @locked
     def exit(self, pid: int, code: int = 0) -> None:
@@ -223,21 +281,92 @@ class Tasks:
         try:
             return fn(p, *args)
         except Segv as s:
-            mm = p.mm
-            if s.signal == "SIGSEGV":
-                self._log(f"{p.comm}[{p.pid}]: segfault at {s.va:x} ip {mm.start_code:016x} "
-                          f"sp {mm.start_stack:016x} error {s.error_code:x} in "
-                          f"{p.comm}[{mm.start_code:x}+{mm.end_code - mm.start_code:x}] "
-                          f"likely on CPU {p.cpu} (core {p.cpu}, socket 0)")
-            else:
-                self._log(f"{p.comm}[{p.pid}]: {s.signal} at {s.va:x}: {s.why}")
-            self._exit(p, 128 + (11 if s.signal == "SIGSEGV" else 7))
+            self._die_of(p, s)
             raise Fault(f"{what}: {s.signal} at {s.va:#x} ({s.why}): process {p.pid} "
                         f"({p.comm}) was killed") from None
-        except FaultOom:
-            line = self.oom_kill(p)
+        except FaultOom as e:
+            line = self._die_of(p, e)
             raise OutOfMemory(f"{what}: no free frame for a page fault at this point; the OOM "
                               f"killer chose {p.pid} ({p.comm}): {line}") from None
+
+    def _die_of(self, p: Process, exc: Exception) -> str:
+        """p's program met a fatal fault: the kernel kills it. Returns the kmsg line."""
+        if isinstance(exc, FaultOom):
+            return self.oom_kill(p)
+        s = exc
+        mm = p.mm
+        if s.signal == "SIGSEGV":
+            line = (f"{p.comm}[{p.pid}]: segfault at {s.va:x} ip {mm.start_code:016x} "
+                    f"sp {p.sp or mm.start_stack:016x} error {s.error_code:x} in "
+                    f"{p.comm}[{mm.start_code:x}+{mm.end_code - mm.start_code:x}] "
+                    f"likely on CPU {p.cpu} (core {p.cpu}, socket 0)")
+        else:
+            line = f"{p.comm}[{p.pid}]: {s.signal} at {s.va:x}: {s.why}"
+        self._log(line)
+        self.m.trace.emit(p.pid, s.signal.lower(), f"{s.va:#x} {s.why}")
+        self._exit(p, 128 + (11 if s.signal == "SIGSEGV" else 7))
+        return line
+
+    def _workload_died(self, p: Process, exc: Exception) -> None:
+        """A workload's program failed: a fatal fault kills it; any other error, it exits 1."""
+        if isinstance(exc, (Segv, FaultOom)):
+            self._die_of(p, exc)
+            return
+        reason = getattr(exc, "reason", str(exc))
+        self._log(f"{p.comm}[{p.pid}]: workload {p.workload.kind} gave up: {reason}")
+        self._exit(p, 1)
+
+    # ------------------------------------------------------------------
+    # one tick of every process
+    # ------------------------------------------------------------------
+
+    def notify_all(self, level: str) -> int:
+        """Low-memory notification to every user process; each handles it on its next run."""
+        rank = {None: 0, "low": 1, "critical": 2}
+        n = 0
+        for p in self.procs.values():
+            if p.mm is not None:
+                if rank[level] > rank[p.notified]:
+                    p.notified = level
+                n += 1
+        self.m.trace.emit(0, "notify", f"level={level} processes={n}")
+        return n
+
+    def run_tick(self) -> int:
+        """Every process runs for one tick, in pid order: a pending low-memory notification
+        first (its heap scavenges itself), then its workload. Returns how many ran."""
+        ran = 0
+        for pid in sorted(self.procs):
+            p = self.procs.get(pid)
+            if p is None or p.mm is None:           # gone (an OOM kill this tick), or kthread
+                continue
+            try:
+                if p.notified:
+                    level, p.notified = p.notified, None
+                    self.scavenge_process(p, f"notify-{level}")
+                    if p.workload is not None:
+                        p.workload.on_pressure(self, p, level)
+                w = p.workload
+                if w is None:
+                    continue
+                busy = w.step(self, p)
+            except (Segv, FaultOom, EngineError) as e:
+                if p.pid in self.procs:
+                    self._workload_died(p, e)
+                continue
+            if p.pid not in self.procs:              # the workload exited
+                continue
+            if busy:
+                ran += 1
+                p.utime += 1
+                if p.state == "R":
+                    p.nivcsw += 1 if ran > self.m.config.cpus else 0
+                p.state = "R"
+            else:
+                if p.state == "R":
+                    p.nvcsw += 1
+                p.state = "S"
+        return ran
 
     @staticmethod
     def _range(what: str, addr: int, length: int) -> None:
@@ -319,6 +448,13 @@ class Tasks:
         if new is None and delta is None:
             return mm.brk
         target = new if new is not None else mm.brk + delta
+        self.do_brk(p, target)
+        self._log(f"brk: {pid} ({p.comm}): break {target:#x}")
+        return target
+
+    def do_brk(self, p: Process, target: int) -> None:
+        """sys_brk: move p's break to target, growing or shrinking [heap]."""
+        mm = p.mm
         if target < mm.start_brk:
             raise InvalidArgument(f"brk: {target:#x} is below the start of the heap "
                                   f"({mm.start_brk:#x})")
@@ -345,8 +481,6 @@ class Tasks:
         elif new_top < old_top:
             self.vmm.munmap(p, new_top, old_top - new_top)
         mm.brk = target
-        self._log(f"brk: {pid} ({p.comm}): break {target:#x}")
-        return target
 
     @locked
     def create_file(self, path: str, size: int) -> str:

@@ -33,6 +33,7 @@ from .mm import (MMAP_MIN_ADDR, PAGE, STACK_GUARD_GAP, STACK_RLIMIT, TASK_SIZE, 
                  page_align)
 from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                   VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, PROT_BITS, Vma)
+from ..trace import TraceLog
 from ..errors import Exists, InvalidArgument, OutOfMemory, bug_on
 from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, TYPE_MASK,
                           MigrateType, PageType)
@@ -100,6 +101,7 @@ def fill_values(va: int, n: int, seed: int) -> np.ndarray:
 
 class Vmm:
     def __init__(self, ft, pmm, events, zero_pfn: int, nr_zones: int):
+        self.trace = TraceLog()               # the machine's trace replaces this one
         self.ft = ft
         self.pmm = pmm
         self.events = events
@@ -320,10 +322,12 @@ class Vmm:
             if not write:
                 t[i] = (self.zero_pfn << 12) | self._pte_bits(vma, False, False) | P.SPECIAL
                 proc.minflt += 1
+                self.trace.fault(proc.pid, va, "read zero")
                 return self.zero_pfn
             pfn = self._new_anon(proc, va)
             self._map_anon(mm, vma, t, i, pfn)
             proc.minflt += 1
+            self.trace.fault(proc.pid, va, "write anon")
             return pfn
         f = vma.file
         index = vma.file_index(va)
@@ -336,11 +340,14 @@ class Vmm:
             self.events[VmEvent.PGMAJFAULT] += 1
         else:
             proc.minflt += 1
+        how = ("write " if write else "read ") + ("major" if major else "shmem" if f.shmem else "file")
         if write and not vma.shared:                            # do_cow_fault
             new = self._new_anon(proc, va)
             self.ft.content[new] = self.ft.content[pfn]
             self._map_anon(mm, vma, t, i, new)
+            self.trace.fault(proc.pid, va, how + " cow")
             return new
+        self.trace.fault(proc.pid, va, how)
         self._map_cache(mm, t, i, pfn, self._pte_bits(vma, vma.shared and vma.writable, write))
         if write:
             self._set_dirty(pfn)
@@ -399,12 +406,15 @@ class Vmm:
         if vma.shared:                                          # shared: just make it writable
             t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY
             self._set_dirty(pfn)
+            self.trace.fault(proc.pid, va, "write shared")
             return pfn
         ft = self.ft
         if not e & P.SPECIAL and ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1:
             t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY      # wp_page_reuse
             self.events[VmEvent.PGREUSE] += 1
+            self.trace.fault(proc.pid, va, "write reuse")
             return pfn
+        self.trace.fault(proc.pid, va, "write cow")
         new = self._new_anon(proc, va)                          # wp_page_copy
         ft.content[new] = 0 if e & P.SPECIAL else ft.content[pfn]
         if not e & P.SPECIAL:
@@ -979,6 +989,8 @@ class Vmm:
         faults = minflt = anon = 0
         faulted = False                # a fault succeeded: fault() would update the hiwater marks
         append = pfns.append
+        record = self.trace.fault
+        pid = proc.pid
         try:
             for i in range(first, first + ((end - va + PAGE - 1) >> 12)):
                 e = t[i] if t is not None else 0
@@ -1000,9 +1012,11 @@ class Vmm:
                         t[i] = (pfn << 12) | anon_bits
                         mapcount[pfn] = 1
                         anon += 1
+                        record(pid, at, "write anon")
                     else:
                         t[i] = zero_entry
                         pfn = zero_pfn
+                        record(pid, at, "read zero")
                     minflt += 1
                 elif cow and e & P.P:                           # do_wp_page, private
                     faults += 1
@@ -1010,7 +1024,9 @@ class Vmm:
                     if not e & P.SPECIAL and flags[pfn] & TYPE_MASK == ANON and mapcount[pfn] == 1:
                         t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY  # wp_page_reuse
                         self.events[VmEvent.PGREUSE] += 1
+                        record(pid, at, "write reuse")
                     else:                                       # wp_page_copy
+                        record(pid, at, "write cow")
                         new = new_anon(proc, at)
                         content[new] = 0 if e & P.SPECIAL else content[pfn]
                         if not e & P.SPECIAL:

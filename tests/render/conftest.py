@@ -17,5 +17,6 @@ def shared_small() -> Machine:
 
 @pytest.fixture(scope="module")
 def shared_default() -> Machine:
-    """config/default.yaml fresh from boot, shared by a module's tests: never change it."""
-    return Machine(load(builtin("default")), paused=True)
+    """config/default.yaml fresh from boot (without its boot processes), shared by a
+    module's tests: never change it."""
+    return Machine(load(builtin("default")).without_processes(), paused=True)
