@@ -3,8 +3,7 @@
 Each tick, after every process ran, the background tasks run in priority
 order (lower number first, as nice values): a task runs when `period` ticks
 have passed since its last run; an idle-class task waits, past that, for a
-tick that left a CPU idle (fewer processes ran than there are CPUs), as
-SCHED_IDLE work does.
+tick that left a CPU idle (no process ran on it), as SCHED_IDLE work does.
 
 Tasks at this layer:
 - vmpressure: watches the zones' free pages against their watermarks; below
@@ -50,8 +49,8 @@ class Background:
         self.tasks.append(task)
         self.tasks.sort(key=lambda t: t.priority)
 
-    def run(self, tick: int, ran: int) -> None:
-        idle = ran < self.m.config.cpus
+    def run(self, tick: int, busy_cpus: int) -> None:
+        idle = busy_cpus < self.m.config.cpus
         if idle:
             self.idle_ticks += 1
         for t in self.tasks:

@@ -307,6 +307,8 @@ class SwapView:
 class CpuStat:
     """/proc/stat figures, times in USER_HZ (1/100 s) ticks."""
     idle_per_cpu: tuple[int, ...]
+    user_per_cpu: tuple[int, ...]
+    ctxt: int
     boot_time: int
     interrupts: int
     softirq_timer: int
@@ -318,7 +320,9 @@ class CpuStat:
 def cpu_stat(m) -> CpuStat:
     uptime_hz = m.clock.uptime_us // 10_000
     timer = m.clock.tick * m.config.cpus       # one local timer interrupt per tick per CPU
-    return CpuStat(idle_per_cpu=tuple(uptime_hz for _ in range(m.config.cpus)),
+    user = tuple(busy * m.clock.tick_ms // 10 for busy in m.tasks.cpu_busy)
+    return CpuStat(idle_per_cpu=tuple(uptime_hz - u for u in user), user_per_cpu=user,
+                   ctxt=m.tasks.ctxt,
                    boot_time=m.boot_time, interrupts=timer, softirq_timer=timer,
                    processes=m.tasks.forks,
                    procs_running=sum(p.state == "R" for p in m.tasks.procs.values()),

@@ -42,6 +42,8 @@ class Tasks(HeapCalls):
         self.procs: dict[int, Process] = {}
         self.next_pid = PID_BASE + 1
         self.forks = 0                       # processes created since boot (/proc/stat)
+        self.cpu_busy = [0] * machine.config.cpus   # ticks each CPU ran a process (user time)
+        self.ctxt = 0                        # context switches since boot
         kthreadd = Process(self._alloc_pid(), "kthreadd", 0, cpu=0, node=0, start_tick=0,
                            uid=0, kthread=True)
         self.procs[kthreadd.pid] = kthreadd
@@ -334,8 +336,11 @@ class Tasks(HeapCalls):
 
     def run_tick(self) -> int:
         """Every process runs for one tick, in pid order: a pending low-memory notification
-        first (its heap scavenges itself), then its workload. Returns how many ran."""
+        first (its heap scavenges itself), then its workload. A CPU with at least one
+        runnable process on it was busy this tick. Returns how many CPUs were busy."""
         ran = 0
+        busy_cpus = set()
+        per_cpu: dict[int, int] = {}
         for pid in sorted(self.procs):
             p = self.procs.get(pid)
             if p is None or p.mm is None:           # gone (an OOM kill this tick), or kthread
@@ -359,14 +364,20 @@ class Tasks(HeapCalls):
             if busy:
                 ran += 1
                 p.utime += 1
-                if p.state == "R":
-                    p.nivcsw += 1 if ran > self.m.config.cpus else 0
+                busy_cpus.add(p.cpu)
+                per_cpu[p.cpu] = per_cpu.get(p.cpu, 0) + 1
+                if per_cpu[p.cpu] > 1:               # shared its CPU: preempted once
+                    p.nivcsw += 1
+                    self.ctxt += 1
                 p.state = "R"
             else:
                 if p.state == "R":
                     p.nvcsw += 1
+                    self.ctxt += 1
                 p.state = "S"
-        return ran
+        for cpu in busy_cpus:
+            self.cpu_busy[cpu] += 1
+        return len(busy_cpus)
 
     @staticmethod
     def _range(what: str, addr: int, length: int) -> None:

@@ -76,6 +76,9 @@ class ProcView:
     start_tick: int
     oom_score_adj: int
     oom_score: int
+    utime: int = 0              # ticks it ran
+    nvcsw: int = 0
+    nivcsw: int = 0
     nr_threads: int = 1
     # address-space figures in pages (all 0 for a kernel thread)
     total_vm: int = 0
@@ -120,7 +123,8 @@ def oom_score(m, p: Process) -> int:
 def proc_view(m, p: Process, *, vmas: bool = False, stats: bool = False) -> ProcView:
     base = dict(pid=p.pid, comm=p.comm, cmdline=tuple(p.cmdline), state=p.state, ppid=p.ppid,
                 uid=p.uid, kthread=p.kthread, cpu=p.cpu, minflt=p.minflt, majflt=p.majflt,
-                start_tick=p.start_tick, oom_score_adj=p.oom_score_adj, oom_score=oom_score(m, p))
+                start_tick=p.start_tick, oom_score_adj=p.oom_score_adj, oom_score=oom_score(m, p),
+                utime=p.utime, nvcsw=p.nvcsw, nivcsw=p.nivcsw)
     mm = p.mm
     if mm is None:
         return ProcView(**base)

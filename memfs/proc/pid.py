@@ -73,7 +73,8 @@ def show_status(m, pid: int) -> str:
               "SpeculationIndirectBranch:\tconditional enabled\n",
               f"Cpus_allowed:\t{cpus}\n", f"Cpus_allowed_list:\t{cpulist}\n",
               f"Mems_allowed:\t{mems}\n", f"Mems_allowed_list:\t{memlist}\n",
-              "voluntary_ctxt_switches:\t0\n", "nonvoluntary_ctxt_switches:\t0\n"]
+              f"voluntary_ctxt_switches:\t{v.nvcsw}\n",
+              f"nonvoluntary_ctxt_switches:\t{v.nivcsw}\n"]
     return "".join(lines)
 
 
@@ -89,7 +90,8 @@ def show_stat(m, pid: int) -> str:
     start = v.start_tick * tick_ms * USER_HZ // 1000
     flags = 0x208040 if v.kthread else 0x400100        # PF_KTHREAD...; PF_RANDOMIZE|PF_FORKNOEXEC
     fields = [pid, f"({v.comm})", v.state, v.ppid, pid, pid, 0, -1, flags,
-              v.minflt, 0, v.majflt, 0, 0, 0, 0, 0, 20, 0, v.nr_threads, 0, start,
+              v.minflt, 0, v.majflt, 0, v.utime * tick_ms * USER_HZ // 1000, 0, 0, 0, 20, 0,
+              v.nr_threads, 0, start,
               v.total_vm * PAGE_SIZE, v.rss, (1 << 64) - 1,
               v.start_code, v.end_code, v.start_stack, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, v.cpu,
               0, 0, 0, 0, 0, v.start_data, v.end_data, v.start_brk] + [v.start_stack] * 4 + [0]

@@ -1,8 +1,8 @@
 """/proc/stat: CPU times, interrupts, boot time and task counts (fs/proc/stat.c).
 
-Times are USER_HZ ticks. The simulated CPUs only idle, so every time column
-but idle reads 0; the timer interrupt and TIMER softirq counts come from the
-engine's clock.
+Times are USER_HZ ticks. A CPU is in user time for a tick when a process
+ran on it (a workload's step), idle otherwise; the other columns read 0. The
+timer interrupt and TIMER softirq counts come from the engine's clock.
 """
 from __future__ import annotations
 
@@ -19,23 +19,24 @@ def show_stat(m) -> str:
     return cpu_lines(s) + counter_lines(s) + softirq_line(s)
 
 
-def cpu_times(idle_ticks: int) -> tuple[int, ...]:
+def cpu_times(user_ticks: int, idle_ticks: int) -> tuple[int, ...]:
     """The ten time columns of one CPU (or of all), in TIME_FIELDS order."""
-    return tuple(idle_ticks if name == "idle" else 0 for name in TIME_FIELDS)
+    return tuple(idle_ticks if name == "idle" else user_ticks if name == "user" else 0
+                 for name in TIME_FIELDS)
 
 
 def cpu_lines(s: CpuStat) -> str:
     """`cpu  ` (two spaces) with the sum over CPUs, then one `cpuN` line per CPU."""
-    total = " ".join(str(t) for t in cpu_times(sum(s.idle_per_cpu)))
+    total = " ".join(str(t) for t in cpu_times(sum(s.user_per_cpu), sum(s.idle_per_cpu)))
     lines = [f"cpu  {total}\n"]
-    for cpu, idle_ticks in enumerate(s.idle_per_cpu):
-        lines.append(f"cpu{cpu} " + " ".join(str(t) for t in cpu_times(idle_ticks)) + "\n")
+    for cpu, (user, idle) in enumerate(zip(s.user_per_cpu, s.idle_per_cpu)):
+        lines.append(f"cpu{cpu} " + " ".join(str(t) for t in cpu_times(user, idle)) + "\n")
     return "".join(lines)
 
 
 def counter_lines(s: CpuStat) -> str:
     return (f"intr {s.interrupts}\n"
-            f"ctxt 0\n"
+            f"ctxt {s.ctxt}\n"
             f"btime {s.boot_time}\n"
             f"processes {s.processes}\n"
             f"procs_running {s.procs_running}\n"
