@@ -55,6 +55,23 @@ And of its virtual memory (the Vmm and the task table):
   reservations, each zone manages its non-reserved RAM, and the rest are
   free, kernel (palloc), page tables, process pages or page cache.
 
+And of every process's heap (engine/heap), pool by pool:
+
+- segments are 16-byte aligned, non-empty and disjoint (from each other and
+  from the heap's own mmapped blocks); the used chunks, the free chunks and
+  the top tile each segment exactly, no overlap and no gap; chunks are
+  16-byte aligned, at least 32 bytes, multiples of 16; the top sits at the
+  end of a segment, or the pool has no segment and no top;
+- free, free_end, the size-class bins and binmap describe the same chunks;
+  no two free chunks are neighbours in a segment (they would have merged)
+  and no free chunk ends where the top begins (it would have joined it);
+- every used chunk is a live block (pointer = chunk + 16) of that pool and
+  size, and every live block is a used chunk or an mmapped block;
+- each block's request (and red zone, with guard on) fits inside its chunk,
+  whose last 8 usable bytes are the next chunk's prev_size word, and inside
+  its segment: the heap never hands out memory it does not own;
+- mmapped blocks are page aligned and lie inside the process's VMAs.
+
 It is O(frames), vectorised with NumPy (the list walk is O(free blocks) in
 Python, the page-table walk O(tables)), and never runs on an engine path:
 tests call it. It never changes the machine.
@@ -64,6 +81,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InternalError
+from .heap.heap import ALIGN as HEAP_ALIGN, GUARD, HDR, MINSIZE, size_class
 from .pmm.frames import (BUDDY, DIRTY, LAZYFREE, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS, ORDER_MASK,
                          ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, RMAP_INDEX_BITS, TYPE_MASK, MigrateType,
                          PageType)
@@ -124,6 +142,7 @@ def check_invariants(machine) -> None:
     _check_physmap(machine.physmap.top, None)
     _check_owners(machine, flags)
     _check_vmm(machine, flags)
+    _check_heaps(machine)
 
 
 # ---------------------------------------------------------------------------
@@ -908,3 +927,155 @@ def _check_commit(machine, spaces) -> None:
     if vmm.committed != total + shm:
         _fail(f"Committed_AS is {vmm.committed} pages, but address spaces have committed {total} "
               f"and shared-memory objects are charged {shm}")
+
+
+# ---------------------------------------------------------------------------
+# the heaps (user-space allocators)
+# ---------------------------------------------------------------------------
+
+def _check_heaps(machine) -> None:
+    for p in machine.tasks.procs.values():
+        if p.heap is not None:
+            _check_heap(p, p.heap)
+
+
+def _check_heap(p, h) -> None:
+    who = f"{_who(p)}: heap"
+    if p.mm is None:
+        _fail(f"{who}: the process has a heap but no address space")
+    spans = []                                   # (start, end, what): must be disjoint
+    used_ptrs = {}                               # ptr -> (pool id, chunk size)
+    for k, pool in enumerate(h.pools):
+        where = f"{who} pool {k} ({pool.name})"
+        if pool.id != k:
+            _fail(f"{where}: numbered {pool.id}")
+        if pool.kind != ("brk" if k == 0 else "mmap"):
+            _fail(f"{where}: kind {pool.kind!r}")
+        for s, e in pool.segs.items():
+            if s % HEAP_ALIGN or e % HEAP_ALIGN or e <= s:
+                _fail(f"{where}: segment {s:#x}-{e:#x} is empty, reversed or not 16-byte aligned")
+            spans.append((s, e, f"{where} segment {s:#x}-{e:#x}"))
+        _check_pool_tiling(where, pool)
+        _check_pool_lists(where, pool)
+        for start, size in pool.used.items():
+            used_ptrs[start + HDR] = (k, size)
+    spans.sort()
+    for (s0, e0, w0), (s1, e1, w1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            _fail(f"{w1} overlaps {w0}")
+    # Live blocks: each one a used chunk of its pool, or an mmapped block.
+    red = GUARD if h.guard else 0
+    for ptr, rec in h.live.items():
+        n, csz, pool_no = rec[0], rec[1], rec[2]
+        if pool_no < 0:
+            if ptr not in h.mmapped:
+                _fail(f"{who}: live block {ptr:#x} says mmapped but has no mapping")
+            continue
+        got = used_ptrs.get(ptr)
+        if got is None:
+            _fail(f"{who}: live block {ptr:#x} (pool {pool_no}) is no used chunk")
+        if got != (pool_no, csz):
+            _fail(f"{who}: live block {ptr:#x} says pool {pool_no} size {csz}, the used chunk "
+                  f"is in pool {got[0]} with size {got[1]}")
+        if n <= 0 or ptr + n + red > ptr - HDR + csz + 8:
+            _fail(f"{who}: live block {ptr:#x} of {n} bytes does not fit its {csz}-byte chunk")
+        seg = h.pools[pool_no].seg_of(ptr - HDR)
+        if ptr + n + red > seg[1]:
+            _fail(f"{who}: live block {ptr:#x} of {n} bytes runs past the end of its segment "
+                  f"{seg[0]:#x}-{seg[1]:#x} (pool {pool_no})")
+    for ptr in used_ptrs:
+        if ptr not in h.live:
+            _fail(f"{who}: used chunk {ptr - HDR:#x} is no live block")
+    mm = p.mm
+    mspans = []
+    for ptr, (addr, length) in h.mmapped.items():
+        what = f"{who}: mmapped block {ptr:#x} ({addr:#x}+{length:#x})"
+        rec = h.live.get(ptr)
+        if rec is None or rec[2] != -1:
+            _fail(f"{what} is not a live mmapped block")
+        if addr % PAGE or length % PAGE or length <= 0:
+            _fail(f"{what} is not page aligned")
+        if ptr % HEAP_ALIGN or not addr + HDR <= ptr or ptr + rec[0] + red > addr + length:
+            _fail(f"{what}: a {rec[0]}-byte block at {ptr:#x} does not fit the mapping")
+        if not mm.covers(addr, addr + length):
+            _fail(f"{what} is not inside the process's VMAs")
+        mspans.append((addr, addr + length, what))
+    mspans.sort()
+    for (s0, e0, w0), (s1, e1, w1) in zip(mspans, mspans[1:]):
+        if s1 < e0:
+            _fail(f"{w1} overlaps {w0}")
+    for s, e, w in mspans:
+        for s1, e1, w1 in spans:
+            if s < e1 and s1 < e:
+                _fail(f"{w} overlaps {w1}")
+
+
+def _check_pool_tiling(where: str, pool) -> None:
+    """Used chunks, free chunks and the top tile every segment exactly."""
+    if not pool.segs:
+        if pool.used or pool.free or pool.top_start != pool.top_end:
+            _fail(f"{where}: no segment but chunks or a top")
+        return
+    if not pool.top_start <= pool.top_end:
+        _fail(f"{where}: top {pool.top_start:#x}-{pool.top_end:#x} is reversed")
+    top_seg = [s for s, e in pool.segs.items() if e == pool.top_end]
+    if len(top_seg) != 1 or pool.top_start < top_seg[0]:
+        _fail(f"{where}: the top {pool.top_start:#x}-{pool.top_end:#x} does not end a segment "
+              f"or starts before it")
+    pieces = [(s, z, "used") for s, z in pool.used.items()]
+    pieces += [(s, z, "free") for s, z in pool.free.items()]
+    if pool.top_size:
+        pieces.append((pool.top_start, pool.top_size, "top"))
+    pieces.sort()
+    segs = sorted(pool.segs.items())
+    i = 0
+    for seg_s, seg_e in segs:
+        at = seg_s
+        while i < len(pieces) and pieces[i][0] < seg_e:
+            s, z, kind = pieces[i]
+            if s != at:
+                _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x}: the {kind} chunk at {s:#x} "
+                      f"{'overlaps what ends' if s < at else 'leaves a gap after what ends'} "
+                      f"at {at:#x}")
+            if kind != "top" and (s % HEAP_ALIGN or z % HEAP_ALIGN or z < MINSIZE):
+                _fail(f"{where}: {kind} chunk {s:#x} of {z} bytes is misaligned or under "
+                      f"{MINSIZE} bytes")
+            at = s + z
+            i += 1
+        if at != seg_e:
+            _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x}: its chunks end at {at:#x}")
+    if i != len(pieces):
+        s, z, kind = pieces[i]
+        _fail(f"{where}: the {kind} chunk at {s:#x} lies in no segment")
+
+
+def _check_pool_lists(where: str, pool) -> None:
+    """free, free_end, bins and binmap agree; free chunks are merged with their neighbours."""
+    ends = {s + z: s for s, z in pool.free.items()}
+    if ends != pool.free_end:
+        _fail(f"{where}: free_end {sorted(pool.free_end.items())[:4]}... disagrees with the "
+              f"free chunks {sorted(pool.free.items())[:4]}...")
+    binned = {}
+    binmap = 0
+    for c, b in enumerate(pool.bins):
+        if b:
+            binmap |= 1 << c
+        for s in b:
+            if s in binned:
+                _fail(f"{where}: free chunk {s:#x} is in bins {binned[s]} and {c}")
+            binned[s] = c
+    if binmap != pool.binmap:
+        _fail(f"{where}: binmap {pool.binmap:#x}, the non-empty bins make {binmap:#x}")
+    if set(binned) != set(pool.free):
+        extra = sorted(set(binned) ^ set(pool.free))
+        _fail(f"{where}: the bins and the free chunks differ at {extra[0]:#x}")
+    for s, z in pool.free.items():
+        if binned[s] != size_class(z):
+            _fail(f"{where}: free chunk {s:#x} of {z} bytes is in bin {binned[s]}, its class is "
+                  f"{size_class(z)}")
+        seg = pool.seg_of(s)
+        end = s + z
+        if seg is not None and end < seg[1] and end in pool.free:
+            _fail(f"{where}: free chunks {s:#x} and {end:#x} are neighbours, not merged")
+        if seg is not None and end == pool.top_start and seg[1] == pool.top_end:
+            _fail(f"{where}: free chunk {s:#x} ends at the top, not merged into it")
