@@ -53,3 +53,44 @@ def test_demand_paging_scenario_refuses_a_directory_that_is_not_a_machine(tmp_pa
     r = run("demand_paging.sh", tmp_path)
     assert r.returncode == 2
     assert "not a mounted memfs machine" in r.stderr
+
+
+def test_heap_scavenge_scenario_on_the_small_machine(small):
+    """heap_scavenge.sh, figures worked out by hand: a fresh process's break is 0x540000;
+    100 chunks of 1 KiB from 0x540000 and the kept 32-byte chunk at 0x559000 write every
+    page from 0x540000 to 0x559000 (the top's header lies in it too): 26 pages, VmRSS
+    4 + 104 = 108 kB (after 25, 50, 75 objects: 7, 13, 19 pages written: 32, 56, 80 kB).
+    The first malloc grew [heap] once by brk to page_up(1024 + 32 + 128K) = 0x21000 bytes:
+    0x540000-0x561000. The freed objects form one free area [0x540000, 0x559000), whose
+    whole pages past the 48-byte free-chunk header are 0x541000-0x559000: 24 pages,
+    96 kB; VmRSS 108 -> 12 kB."""
+    before = small.meminfo()["MemFree"]
+    r = run("heap_scavenge.sh", small.path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    for line in ("0. spawn heapdemo -> pid 5000002",
+                 "   VmRSS 4 kB",
+                 "1. malloc and write 100 objects of 1016 bytes (the break is at 0x540000)",
+                 "   25 objects: VmRSS 32 kB",
+                 "   50 objects: VmRSS 56 kB",
+                 "   75 objects: VmRSS 80 kB",
+                 "   100 objects: VmRSS 108 kB",
+                 "   kept: 16 bytes at 0x559010, allocated last",
+                 "   VmRSS 108 kB, heap mapped 135168 bytes",
+                 "   heap: free        135136 bytes in 1 chunks + top 32736, largest 102400",
+                 "   VmRSS 108 -> 108 kB",
+                 "   VmRSS 108 -> 12 kB (-96)",
+                 "   heap mapped 135168 -> 135168 bytes",
+                 "   ok: VmRSS fall (whole free pages) = 96",
+                 "heap_scavenge: every figure as expected"):
+        assert line in out, f"missing {line!r} in:\n{r.stdout}"
+    heap_vmas = [ln.split()[0] for ln in out if ln.startswith("   0") and ln.endswith("[heap]")]
+    assert heap_vmas == ["00540000-00561000"] * 2, "[heap] before and after the scavenge"
+    assert any(ln.startswith("   ok: [heap] mapping = 00540000-00561000 ") for ln in out)
+    assert "WRONG" not in r.stdout
+    assert small.read("clock").splitlines()[:2] == ["tick 0", "state paused"]
+    assert small.pids() == {5000001}, "the scenario's process is gone"
+    assert small.meminfo()["MemFree"] == before
+
+    r = run("heap_scavenge.sh", small.path / "5000001")
+    assert r.returncode == 2 and "not a mounted memfs machine" in r.stderr
