@@ -81,7 +81,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InternalError
-from .heap.heap import ALIGN as HEAP_ALIGN, GUARD, HDR, MINSIZE, size_class
+from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
 from .pmm.frames import (BUDDY, DIRTY, LAZYFREE, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS, ORDER_MASK,
                          ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, RMAP_INDEX_BITS, TYPE_MASK, MigrateType,
                          PageType)
@@ -1042,8 +1042,15 @@ def _check_pool_tiling(where: str, pool) -> None:
                       f"{MINSIZE} bytes")
             at = s + z
             i += 1
-        if at != seg_e:
-            _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x}: its chunks end at {at:#x}")
+        tail = pool.tails.get(seg_s)
+        if tail is not None and not FENCE <= seg_e - tail < MINSIZE + FENCE:
+            _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x}: its fencepost from {tail:#x} is "
+                  f"not {FENCE} to {MINSIZE + FENCE - 1} bytes")
+        if tail is not None and seg_e == pool.top_end:
+            _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x} holds the top and has a fencepost")
+        if at != (seg_e if tail is None else tail):
+            _fail(f"{where}: segment {seg_s:#x}-{seg_e:#x}: its chunks end at {at:#x}"
+                  + (f", not at its fencepost {tail:#x}" if tail is not None else ""))
     if i != len(pieces):
         s, z, kind = pieces[i]
         _fail(f"{where}: the {kind} chunk at {s:#x} lies in no segment")

@@ -132,7 +132,9 @@ class TraceLog:
             skip = 0
             i += 1
         reader.pos = pos + got
-        reader.seq = self._first_seq + bisect.bisect_right(offsets, reader.pos) - 1
+        # The event number of the line the next byte belongs to (at the end: the next line).
+        reader.seq = self._first_seq + (len(lines) if reader.pos >= self.end
+                                         else bisect.bisect_right(offsets, reader.pos) - 1)
         return b"".join(chunks)
 
     def read(self, reader: "TraceReader", offset: int, size: int, *, block: bool,

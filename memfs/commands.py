@@ -174,7 +174,7 @@ CTL_VERBS = {v.name: v for v in (
          "start a process: program text (r-x) and data (rw-) mapped from /usr/bin/NAME, an "
          "empty heap, a stack with exec's argument page written; prints its pid. With "
          "workload=KIND it runs by itself every tick: " + "; ".join(
-             f"{k} ({w.summary})" for k, w in WORKLOAD_KINDS.items()) + ". guard: heap guard "
+             f"{k}: {w.summary}" for k, w in WORKLOAD_KINDS.items()) + ". guard: heap guard "
          "checks (red zones) on",
          "spawn web workload=web rate=20",
          args=(STR,), options={"text": SIZE, "data": SIZE, "stack": SIZE, "uid": INT,

@@ -48,21 +48,28 @@ class HeapCalls:
 
     def heap_malloc(self, p, n: int, *, align: int = 16, hint: str = "long",
                     pool: int | None = None) -> int:
-        ptr = self.heap_of(p).malloc(n, align=align, hint=hint, pool=pool, tick=self.m.clock.tick)
-        pool_no = p.heap.live[ptr][2]
+        h = p.heap
+        if h is None:
+            h = self.heap_of(p)
+        ptr = h.malloc(n, align=align, hint=hint, pool=pool, tick=self.m.clock.tick)
+        pool_no = h.live[ptr][2]
         self.m.trace.emit(p.pid, "malloc", f"{ptr:#x} size={n} pool={pool_no if pool_no >= 0 else 'mmap'}")
         return ptr
 
     def heap_free(self, p, ptr: int) -> None:
         if ptr == 0:
             return
-        h = self.heap_of(p)
-        try:
-            h.check_free("free", ptr)
-        except InvalidArgument as e:
-            self._heap_error(p, "free", e)
-            raise
-        n = h.live[ptr][0]
+        h = p.heap
+        if h is None:
+            h = self.heap_of(p)
+        rec = h.live.get(ptr)
+        if rec is None:
+            try:
+                h.check_free("free", ptr)
+            except InvalidArgument as e:
+                self._heap_error(p, "free", e)
+                raise
+        n = rec[0]
         back = h.free(ptr, tick=self.m.clock.tick)
         self.m.trace.emit(p.pid, "free", f"{ptr:#x} size={n}" + (f" trimmed={back}" if back else ""))
 
@@ -86,6 +93,13 @@ class HeapCalls:
                 e = InvalidArgument(f"memset({addr:#x}, {length}): {why}; nothing was written")
                 self._heap_error(p, "memset", e)
                 raise e
+        if addr >> 12 == (addr + length - 1) >> 12:
+            # Within one page (most writes a program makes): the store itself, as
+            # touch would do it for that page (at the page's address, which faults
+            # and signals report), without touch's per-range set-up.
+            self.vmm.access(p, addr & ~4095, True)
+            p.mm.update_hiwater_rss()
+            return
         self.vmm.touch(p, addr, length, True)
 
     def scavenge_process(self, p, reason: str) -> int:

@@ -41,6 +41,7 @@ HDR = 16                         # prev_size + size
 MINSIZE = 32
 FREE_HDR = 48                    # header + fd/bk + fd_nextsize/bk_nextsize: what mtrim keeps
 GUARD = 16                       # red zone after each block when guard checks are on
+FENCE = 16                       # fencepost at the end of a segment that is no longer the top
 MMAP_THRESHOLD = 128 * KiB       # M_MMAP_THRESHOLD
 TRIM_THRESHOLD = 128 * KiB       # M_TRIM_THRESHOLD
 TOP_PAD = 128 * KiB              # M_TOP_PAD: extra asked of the kernel when growing
@@ -82,7 +83,7 @@ def class_floor(c: int) -> int:
 
 class Pool:
     __slots__ = ("id", "name", "kind", "segs", "top_start", "top_end", "free", "free_end",
-                 "bins", "binmap", "used", "grows", "trims")
+                 "bins", "binmap", "used", "grows", "trims", "tails")
 
     def __init__(self, pid: int, name: str, kind: str):
         self.id = pid
@@ -97,6 +98,10 @@ class Pool:
         self.used: dict[int, int] = {}     # live chunk start -> size
         self.grows = 0                     # times the pool asked the kernel for more
         self.trims = 0                     # times it gave address space back
+        # Segments that stopped being the top: where their chunks end. The bytes from
+        # there to the segment's end are a fencepost (as glibc's sysmalloc leaves), so the
+        # last chunk's usable bytes (its size - 8, the next prev_size word) stay inside.
+        self.tails: dict[int, int] = {}
 
     def clone(self) -> "Pool":
         p = Pool(self.id, self.name, self.kind)
@@ -108,6 +113,7 @@ class Pool:
         p.binmap = self.binmap
         p.used = dict(self.used)
         p.grows, p.trims = self.grows, self.trims
+        p.tails = dict(self.tails)
         return p
 
     @property
@@ -129,14 +135,14 @@ class Pool:
     def add_free(self, start: int, size: int) -> None:
         self.free[start] = size
         self.free_end[start + size] = start
-        c = size_class(size)
+        c = size >> 4 if size < 1024 else size_class(size)     # size_class, small ones inline
         self.bins[c][start] = None
         self.binmap |= 1 << c
 
     def take_free(self, start: int) -> int:
         size = self.free.pop(start)
         del self.free_end[start + size]
-        c = size_class(size)
+        c = size >> 4 if size < 1024 else size_class(size)
         b = self.bins[c]
         del b[start]
         if not b:
@@ -146,7 +152,7 @@ class Pool:
     def find_fit(self, csz: int) -> int | None:
         """Start of a free chunk of at least csz bytes: exact class first (newest freed),
         then the smallest non-empty class above."""
-        c = size_class(csz)
+        c = csz >> 4 if csz < 1024 else size_class(csz)
         m = self.binmap >> c
         while m:
             low = (m & -m).bit_length() - 1
@@ -210,13 +216,17 @@ class Heap:
             want = page_up(csz - pool.top_size + TOP_PAD)
             if not pool.segs:
                 base = (self.sys.brk_now() + ALIGN - 1) & ~(ALIGN - 1)
-                self.sys.set_brk(base + want)
-                pool.segs[base] = base + want
-                pool.top_start, pool.top_end = base, base + want
-                pool.grows += 1
-                return
-            seg_start = next(iter(pool.segs))
-            if pool.segs[seg_start] == pool.top_end == self.sys.brk_now():
+                try:
+                    self.sys.set_brk(base + want)
+                except OutOfMemory:
+                    pass                               # no break to grow: mmap, as glibc
+                else:
+                    pool.segs[base] = base + want
+                    pool.top_start, pool.top_end = base, base + want
+                    pool.grows += 1
+                    return
+            seg_start = next(iter(pool.segs), None)
+            if seg_start is not None and pool.segs[seg_start] == pool.top_end == self.sys.brk_now():
                 try:
                     self.sys.set_brk(pool.top_end + want)
                 except OutOfMemory:
@@ -227,8 +237,15 @@ class Heap:
                     return
         size = max(SEGMENT, page_up(csz + TOP_PAD if pool.kind == "brk" else csz))
         addr = self.sys.mmap(size)
-        if pool.top_size >= MINSIZE:                   # the old top becomes an ordinary free chunk
-            pool.add_free(pool.top_start, pool.top_size)
+        if pool.segs:
+            # The old top segment is the top no more: its top, less a fencepost, becomes an
+            # ordinary free chunk (or, too small for one, part of the fencepost).
+            old = next(s for s, e in pool.segs.items() if e == pool.top_end)
+            tail = pool.top_start
+            if pool.top_size >= MINSIZE + FENCE:
+                tail = pool.top_end - FENCE
+                pool.add_free(pool.top_start, tail - pool.top_start)
+            pool.tails[old] = tail
         pool.segs[addr] = addr + size
         pool.top_start, pool.top_end = addr, addr + size
         pool.grows += 1
@@ -272,10 +289,13 @@ class Heap:
             raise InvalidArgument(f"malloc: hint={hint} must be short or long")
         if pool is None:
             pool = 1 if hint == "short" else 0
-        p = self.pool(pool, create=True)
+        pools = self.pools
+        p = pools[pool] if 0 <= pool < len(pools) else self.pool(pool, create=True)
         if n + align >= MMAP_THRESHOLD:
             return self._malloc_mmap(n, align, hint, tick)
-        csz = request_size(n, self.guard)
+        csz = (n + (8 + GUARD + ALIGN - 1 if self.guard else 8 + ALIGN - 1)) & ~(ALIGN - 1)
+        if csz < MINSIZE:                               # request_size, inline
+            csz = MINSIZE
         if align == ALIGN:
             start, csz = self._alloc_chunk(p, csz)
         else:
@@ -335,7 +355,8 @@ class Heap:
 
     def free(self, ptr: int, *, tick: int = 0) -> int:
         """Free a live block; returns the bytes the heap gave back to the kernel (trim/munmap)."""
-        self.check_free("free", ptr)
+        if ptr not in self.live:
+            self.check_free("free", ptr)
         req, csz, pool, hint, _ = self.live.pop(ptr)
         self.recent[ptr] = tick
         if len(self.recent) > RECENT_FREES:
@@ -372,9 +393,11 @@ class Heap:
             self.sys.poke(start + HDR)                  # fd/bk links
             if end < seg_e:
                 self.sys.poke(end)                      # the next chunk's prev_size
-        if size == seg_e - seg_s and not self._is_brk_seg(p, seg_s):   # a wholly free old segment
+        if start == seg_s and end == p.tails.get(seg_s) and not self._is_brk_seg(p, seg_s):
+            # a wholly free old segment goes back
             p.take_free(start)
             del p.segs[seg_s]
+            del p.tails[seg_s]
             self.sys.munmap(seg_s, seg_e - seg_s)
             p.trims += 1
             return seg_e - seg_s
@@ -393,9 +416,10 @@ class Heap:
             del p.segs[seg_s]
             self.sys.munmap(seg_s, size)
             p.trims += 1
-            e = p.segs[next(reversed(p.segs))]           # the newest segment left
-            p.top_start = p.top_end = e
-            last = p.free_end.get(e)
+            s = next(reversed(p.segs))                   # the newest segment left
+            tail = p.tails.pop(s)
+            p.top_start, p.top_end = tail, p.segs[s]
+            last = p.free_end.get(tail)
             if last is not None:
                 p.take_free(last)
                 p.top_start = last

@@ -466,6 +466,11 @@ class Tasks(HeapCalls):
     def do_brk(self, p: Process, target: int) -> None:
         """sys_brk: move p's break to target, growing or shrinking [heap]."""
         mm = p.mm
+        if not mm.start_brk:
+            # No program was loaded (a trace replay): there is no end of data to start a heap
+            # after, so brk fails as Linux's does, with ENOMEM (malloc falls back to mmap).
+            raise OutOfMemory(f"brk: {p.pid} ({p.comm}) has no program break: it runs no "
+                              f"program of its own")
         if target < mm.start_brk:
             raise InvalidArgument(f"brk: {target:#x} is below the start of the heap "
                                   f"({mm.start_brk:#x})")

@@ -264,21 +264,17 @@ def test_short_lived_objects_get_a_mmapped_pool_that_trims_its_tail(a, invariant
     invariants(m)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/heap/heap.py Heap._grow: when an mmap pool moves to a new segment, the old "
-    "top becomes an ordinary free chunk running flush to the old segment's end (no "
-    "fencepost, unlike glibc's sysmalloc); a chunk carved at that end still serves "
-    "csz - 8 bytes, the last 8 past the segment, in unmapped memory: writing the "
-    "block's own bytes kills the process with SIGSEGV"))
 def test_a_block_at_the_end_of_an_old_segment_stays_inside_it(a, invariants):
     """The short pool's first segment (S = MMAP_BASE - 1M) is trimmed to 33 pages by
     freeing its only block. malloc(131000) takes a 131008-byte chunk at S and leaves a
     4160-byte top at S + 131008, up to the segment's end S + 33 pages. malloc(5000)
     does not fit (5008 + 32 > 4160): a new 1 MiB segment is mapped below S, and the old
-    top becomes a free chunk [S + 131008, S + 33 pages). malloc(4152) needs exactly 4160
-    bytes (4152 + 8) and gets that whole chunk: its block is S + 131024 .. S + 135176,
-    8 bytes past the segment's end. A block must lie inside memory its heap owns, so
-    writing all 4152 bytes must work (today: SIGSEGV at S + 33 pages, process killed)."""
+    top, less a 16-byte fencepost at the segment's end, becomes a free chunk
+    [S + 131008, S + 33 pages - 16) of 4144 bytes. malloc(4152) needs 4160 bytes and
+    does not fit it; malloc(4136) needs exactly 4144 (4136 + 8) and gets it: its block
+    S + 131024 .. S + 135160 ends before the segment's end (S + 135168), and the 8 bytes
+    a chunk lends to its block from the next chunk's prev_size lie in the fencepost.
+    Writing all 4136 bytes works."""
     m, pid = a
     seg = MMAP_BASE - MIB
     m.tasks.free(pid, m.tasks.malloc(pid, 100, hint="short"))
@@ -287,11 +283,13 @@ def test_a_block_at_the_end_of_an_old_segment_stays_inside_it(a, invariants):
     assert m.tasks.malloc(pid, 131000, hint="short") == seg + 16
     assert pool.top_size == 33 * PAGE - 131008 == 4160
     assert m.tasks.malloc(pid, 5000, hint="short") == seg - MIB + 16
-    assert pool.free == {seg + 131008: 4160}
-    w = m.tasks.malloc(pid, 4152, hint="short")
+    assert pool.free == {seg + 131008: 4144}
+    assert pool.tails == {seg: seg + 33 * PAGE - 16}
+    assert m.tasks.malloc(pid, 4152, hint="short") != seg + 131008 + 16
+    w = m.tasks.malloc(pid, 4136, hint="short")
     assert w == seg + 131008 + 16
-    assert w + 4152 <= seg + 33 * PAGE, "the block runs past its segment"
-    m.tasks.memset(pid, w, 4152)
+    assert w + 4136 <= seg + 33 * PAGE - 8, "the block runs into the fencepost"
+    m.tasks.memset(pid, w, 4136)
     assert pid in m.pids()
     invariants(m)
 

@@ -208,15 +208,10 @@ HeapModel.TestCase.settings = settings(
 TestHeapModel = HeapModel.TestCase
 
 
-SEGMENT_END_BUG = ("Heap._grow turns an mmap pool's old top into a free chunk that ends "
-                   "flush with its segment, so a block carved at its end gets 8 usable bytes "
-                   "past the segment (see test_heap.py: test_a_block_at_the_end_of_an_old_"
-                   "segment_stays_inside_it)")
-
 
 @pytest.mark.parametrize("seed,blocked,guard", [
     (1, False, False), (3, True, True),
-    pytest.param(2, True, True, marks=pytest.mark.xfail(strict=True, reason=SEGMENT_END_BUG)),
+    (2, True, True),
 ])
 def test_a_long_random_program_keeps_the_heap_consistent(seed, blocked, guard):
     """400 random calls on one process and its forks (seeded, so reproducible). With

@@ -128,11 +128,6 @@ def test_a_slow_reader_gets_a_lost_line_with_the_exact_count():
     assert log.read(r, len(first) + len(note) + len(rest), 100, block=False) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/trace.py TraceLog._read_locked: after a read that stops at the end of the "
-    "stream, reader.seq = first_seq + bisect_right(offsets, pos) - 1 is the number of the "
-    "last line read, not of the next one (no line starts at pos yet), so a later lost "
-    "line counts one event too many"))
 def test_a_reader_that_caught_up_and_then_fell_behind_gets_the_exact_count():
     """As above, but the reader read everything there was (line 0) before lines 1-20
     came: it is at the end of the stream, its next event is line 1. It missed lines

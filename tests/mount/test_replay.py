@@ -210,9 +210,6 @@ def low_mappings(m, pid):
             if int(ln.split("-")[0], 16) < MMAP_MIN_ADDR]
 
 
-@pytest.mark.xfail(strict=True, reason="a process spawned with workload=replay has no program "
-                   "break (start_brk 0): malloc grows [heap] from address 0, maps "
-                   "00000000-00021000 and returns 0x10")
 def test_malloc_in_a_replay_process_never_maps_the_null_page(machine, trace):
     m = machine
     pid = m.spawn("replay", "workload=replay", f"trace={trace}", f"rate={RATE}")
@@ -226,8 +223,6 @@ def test_malloc_in_a_replay_process_never_maps_the_null_page(machine, trace):
     assert low_mappings(m, pid) == []
 
 
-@pytest.mark.xfail(strict=True, reason="brk +SIZE in a process spawned with workload=replay "
-                   "maps [heap] at 00000000, below vm.mmap_min_addr, which mmap addr= refuses")
 def test_brk_in_a_replay_process_never_maps_the_null_page(machine, trace):
     m = machine
     pid = m.spawn("replay", "workload=replay", f"trace={trace}", f"rate={RATE}")

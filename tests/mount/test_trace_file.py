@@ -355,10 +355,6 @@ def test_a_reader_overrun_by_bursts_goes_on_from_the_oldest_line_kept(small):
     assert now_a[1:] == now_b[1:]
 
 
-@pytest.mark.xfail(strict=True, reason="trace: a reader that read to the end of the stream "
-                   "records the last line read as its next line (TraceReader.seq = first_seq + "
-                   "bisect_right(offsets, pos) - 1 with pos == end), so when it falls out of "
-                   "the ring its lost line counts one event too many")
 def test_a_reader_overrun_by_bursts_is_told_exactly_how_many_lines_it_missed(small):
     seen_a, seen_b, now_a, now_b = overrun(small)
     # The stream so far: what B read (all of it up to the second burst), then the second
