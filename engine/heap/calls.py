@@ -19,7 +19,8 @@ from ..vmm.mm import STACK_RLIMIT, STACK_TOP
 RED_ZONE = 128                         # x86-64 ABI: the 128 bytes below sp are still in use
 
 
-def _locked(func):
+def locked(func):
+    """A command of the process: under the engine lock; its events published after."""
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         with self.m.mu:
@@ -28,6 +29,8 @@ def _locked(func):
             finally:
                 self.m.publish_trace()
     return wrapper
+
+
 
 
 class HeapCalls:
@@ -138,7 +141,7 @@ class HeapCalls:
     # the <pid>/ctl verbs
     # ------------------------------------------------------------------
 
-    @_locked
+    @locked
     def malloc(self, pid: int, n: int, *, align: int = 16, hint: str = "long",
                pool: int | None = None) -> int:
         p = self._user(pid)
@@ -147,19 +150,19 @@ class HeapCalls:
         self._log(f"malloc: {pid} ({p.comm}): {n} bytes at {ptr:#x}")
         return ptr
 
-    @_locked
+    @locked
     def free(self, pid: int, ptr: int) -> None:
         p = self._user(pid)
         self._run(p, "free", lambda q: self.heap_free(q, ptr))
 
-    @_locked
+    @locked
     def realloc(self, pid: int, ptr: int, n: int) -> int:
         p = self._user(pid)
         new = self._run(p, "realloc", lambda q: self.heap_realloc(q, ptr, n))
         self._log(f"realloc: {pid} ({p.comm}): {ptr:#x} -> {new:#x} ({n} bytes)")
         return new
 
-    @_locked
+    @locked
     def memset(self, pid: int, addr: int, length: int) -> None:
         if addr < 0 or length <= 0 or addr + length > 1 << 64:
             raise InvalidArgument("memset: the address must be non-negative and the length "
@@ -167,14 +170,14 @@ class HeapCalls:
         p = self._user(pid)
         self._run(p, "memset", lambda q: self.heap_memset(q, addr, length))
 
-    @_locked
+    @locked
     def scavenge(self, pid: int) -> int:
         p = self._user(pid)
         pages = self.scavenge_process(p, "command")
         self._log(f"scavenge: {pid} ({p.comm}): {pages} pages given back")
         return pages
 
-    @_locked
+    @locked
     def stack(self, pid: int, depth: int) -> None:
         if not 0 < depth <= 1 << 30:
             raise InvalidArgument(f"stack: depth {depth} must be between 1 byte and 1G "
@@ -186,7 +189,7 @@ class HeapCalls:
         self._run(p, "stack", lambda q: self.set_stack_depth(q, depth))
         self.m.trace.emit(pid, "stack", f"depth={depth} sp={p.sp:#x}")
 
-    @_locked
+    @locked
     def set_guard(self, pid: int, on: bool) -> None:
         p = self._user(pid)
         h = p.heap

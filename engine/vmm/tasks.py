@@ -8,7 +8,6 @@ that finds no free frame calls the OOM killer.
 """
 from __future__ import annotations
 
-import functools
 
 from . import process as pr
 from .mm import PAGE, STACK_GUARD_GAP, TASK_SIZE, AddressSpace, page_align
@@ -17,22 +16,11 @@ from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
                   VM_SOFTDIRTY, VM_WRITE, Vma)
 from .vmm import FaultOom, Segv, fill_value
 from ..errors import EngineError, Fault, InvalidArgument, NoSuchProcess, OutOfMemory
-from ..heap.calls import HeapCalls
+from ..heap.calls import HeapCalls, locked
 from ..stats import VmEvent
 from ..units import KiB
 
 MAX_PROCESSES = 32768
-
-
-def locked(func):
-    @functools.wraps(func)
-    def wrapper(self, *args, **kwargs):
-        with self.m.mu:
-            try:
-                return func(self, *args, **kwargs)
-            finally:
-                self.m.publish_trace()
-    return wrapper
 
 
 class Tasks(HeapCalls):
