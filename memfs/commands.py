@@ -383,7 +383,7 @@ PROC_VERBS = {v.name: v for v in (
     Verb("malloc", _malloc, "SIZE [align=N] [hint=short|long] [pool=N]",
          "the program calls malloc (or aligned_alloc with align=): prints the address. The "
          "heap grows its pool by brk (pool 0) or mmap (other pools) only when short; "
-         f"requests of 128K or more get their own mapping. hint=short puts the block in the "
+         "requests of 128K or more get their own mapping. hint=short puts the block in the "
          "short-lived pool (1), pool=N in pool N (0-7)",
          "malloc 100", args=(SIZE,), options={"align": SIZE, "hint": STR, "pool": INT}),
     Verb("free", _free, "ADDR",
