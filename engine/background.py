@@ -67,9 +67,10 @@ class Background:
         for z in self.m.zones:
             if not z.managed_pages:
                 continue
-            if z.free_pages < z.wmark_min:
+            # The allocator keeps a zone at its watermark, not under it: at it is short.
+            if z.free_pages <= z.wmark_min:
                 return "critical"
-            if z.free_pages < z.wmark_low:
+            if z.free_pages <= z.wmark_low:
                 level = "low"
         return level
 

@@ -118,8 +118,8 @@ class TraceLog:
                 what = f"the events before offset {offsets[0]}"
             reader.pos, reader.seq = offsets[0], self._first_seq
             tick = self._lines[0].split(b" ", 1)[0].decode()
-            note = (f"{tick} 0 lost {what} (this reader fell behind the "
-                    f"{self.capacity}-line buffer)\n").encode()
+            note = (f"{tick} 0 lost {what} (dropped from the {self.capacity}-line buffer "
+                    f"before this reader reached them)\n").encode()
             return note[:size]
         i = bisect.bisect_right(offsets, pos) - 1
         chunks, got = [], 0

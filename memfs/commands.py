@@ -145,7 +145,9 @@ def _spawn(m, args, opts) -> str:
     kind = opts.get("workload")
     if kind is None:
         if wopts:
-            raise InvalidArgument(f"spawn: {', '.join(k + '=' for k in wopts)} go with workload=KIND")
+            raise InvalidArgument(f"spawn: {', '.join(k + '=' for k in wopts)} "
+                                  f"{'is a workload option' if len(wopts) == 1 else 'are workload options'}"
+                                  f": give workload=KIND too")
         return str(m.tasks.spawn(args[0], **kw))
     if "trace" in wopts and not wopts["trace"].startswith("/"):
         raise InvalidArgument(f"spawn: trace={wopts['trace']} must be an absolute path on the "

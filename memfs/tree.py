@@ -179,7 +179,7 @@ def build_root() -> Dir:
                     "kernel log: boot, every command's result, every rejected write and why"),
         "trace": File(0o444, stream=True,
                       help="event stream, one line an event: TICK PID EVENT DETAILS (fault, "
-                           "malloc, free, scavenge, fork, exit, segfault, ...); a read at the end "
+                           "malloc, free, scavenge, fork, exit, sigsegv, ...); a read at the end "
                            "blocks until there are new events (cat and tail -f follow it)"),
         "meminfo": _ro(meminfo.show_meminfo, "memory summary, as /proc/meminfo"),
         "vmstat": _ro(vmstat.show_vmstat, "counters, as /proc/vmstat"),

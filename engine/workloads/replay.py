@@ -7,7 +7,8 @@
      S 1ffefffd78,8      store
      M 0060103c,4        modify (load and store: one access that writes)
 
-Lines starting with `==` are Valgrind's own messages. The whole trace is read
+Lines starting with `==` are Valgrind's own messages; a gzip-compressed trace
+is read as it is. The whole trace is read
 and checked when the process is spawned (a bad line is refused with its line
 number), into two compact arrays: the page of each access and whether it
 writes. An access that straddles a page boundary touches both pages. A
@@ -21,6 +22,8 @@ what the trace touches. Each tick it plays rate= accesses as a CPU would
 (state S) with its counters intact until it is killed.
 """
 from __future__ import annotations
+
+import gzip
 
 import numpy as np
 
@@ -40,40 +43,53 @@ def parse_lackey(path: str) -> tuple[np.ndarray, np.ndarray]:
     writes: list[bool] = []
     try:
         f = open(path, "rb")
+        if f.read(2) == b"\x1f\x8b":                # gzip-compressed: read through it
+            f.close()
+            f = gzip.open(path, "rb")
+        else:
+            f.seek(0)
     except OSError as e:
         raise InvalidArgument(f"replay: cannot read trace={path}: {e.strerror}") from None
     with f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith(b"=="):
-                continue
-            kind, _, rest = line.partition(b" ")
-            addr_text, comma, size_text = rest.strip().partition(b",")
-            try:
-                if kind not in (b"I", b"L", b"S", b"M") or not comma:
-                    raise ValueError
-                addr = int(addr_text, 16)
-                size = int(size_text)
-            except ValueError:
-                raise InvalidArgument(
-                    f"replay: {path} line {lineno}: {raw[:60].decode(errors='replace').rstrip()!r} "
-                    f"is not a Lackey access (I|L|S|M ADDR,SIZE)") from None
-            if size <= 0 or addr < MMAP_MIN_ADDR or addr + size > TASK_SIZE:
-                raise InvalidArgument(f"replay: {path} line {lineno}: access {addr:#x},{size} is "
-                                      f"outside user space [{MMAP_MIN_ADDR:#x}, {TASK_SIZE:#x})")
-            write = kind in (b"S", b"M")
-            first = addr & ~(PAGE_SIZE - 1)
-            last = (addr + size - 1) & ~(PAGE_SIZE - 1)
-            pages.append(first)
-            writes.append(write)
-            if last != first:                       # straddles a page boundary
-                pages.append(last)
-                writes.append(write)
-            if len(pages) > MAX_ACCESSES:
-                raise InvalidArgument(f"replay: {path} has more than {MAX_ACCESSES} accesses")
+        try:
+            _read_accesses(path, f, pages, writes)
+        except (OSError, EOFError) as e:          # a truncated or corrupt gzip file
+            raise InvalidArgument(f"replay: cannot read trace={path}: {e}") from None
     if not pages:
         raise InvalidArgument(f"replay: {path} holds no Lackey accesses")
     return np.array(pages, dtype=np.uint64), np.array(writes, dtype=bool)
+
+
+def _read_accesses(path: str, f, pages: list, writes: list) -> None:
+    """Append each access of the open trace f to pages and writes (one entry per page)."""
+    for lineno, raw in enumerate(f, 1):
+        line = raw.strip()
+        if not line or line.startswith(b"=="):
+            continue
+        kind, _, rest = line.partition(b" ")
+        addr_text, comma, size_text = rest.strip().partition(b",")
+        try:
+            if kind not in (b"I", b"L", b"S", b"M") or not comma:
+                raise ValueError
+            addr = int(addr_text, 16)
+            size = int(size_text)
+        except ValueError:
+            raise InvalidArgument(
+                f"replay: {path} line {lineno}: {raw[:60].decode(errors='replace').rstrip()!r} "
+                f"is not a Lackey access (I|L|S|M ADDR,SIZE)") from None
+        if size <= 0 or addr < MMAP_MIN_ADDR or addr + size > TASK_SIZE:
+            raise InvalidArgument(f"replay: {path} line {lineno}: access {addr:#x},{size} is "
+                                  f"outside user space [{MMAP_MIN_ADDR:#x}, {TASK_SIZE:#x})")
+        write = kind in (b"S", b"M")
+        first = addr & ~(PAGE_SIZE - 1)
+        last = (addr + size - 1) & ~(PAGE_SIZE - 1)
+        pages.append(first)
+        writes.append(write)
+        if last != first:                       # straddles a page boundary
+            pages.append(last)
+            writes.append(write)
+        if len(pages) > MAX_ACCESSES:
+            raise InvalidArgument(f"replay: {path} has more than {MAX_ACCESSES} accesses")
 
 
 class Replay(Workload):

@@ -19,7 +19,9 @@ def show_heap(m, pid: int) -> str:
     v = m.heap_view(pid)
     out = [f"heap of {pid} ({v['comm']}): guard checks {'on' if v['guard'] else 'off'}\n"]
     h = v["heap"]
-    if h is None:
+    if not v["mm"]:
+        out.append("no address space: a kernel thread has no heap\n")
+    elif h is None:
         out.append("no heap yet (the process has not called malloc)\n")
     else:
         out.append(f"malloc {h['nmalloc']} free {h['nfree']} errors {h['errors']} "
@@ -62,7 +64,7 @@ def show_heap(m, pid: int) -> str:
             top = st[1]
             out.append(f"\nstack: [stack] {st[0]:#x}-{st[1]:#x}, sp {v['sp']:#x}, depth "
                        f"{top - v['sp']} bytes; {max(0, (v['sp'] - 128) // 4096 * 4096 - st[0])} "
-                       f"bytes below sp (scavenge gives their pages back)\n")
+                       f"bytes of it below sp (scavenge gives back those pages that are resident)\n")
         else:
             out.append("\nstack: none (no [stack] mapping)\n")
     if h is not None:

@@ -122,7 +122,7 @@ def test_a_slow_reader_gets_a_lost_line_with_the_exact_count():
     numbered(log, 2, 20)
     assert log._first_seq == 12 and len(log._lines) == 9
     note = log.read(r, len(first), 1 << 20, block=False)
-    assert note == b"12 0 lost 11 events (this reader fell behind the 8-line buffer)\n"
+    assert note == b"12 0 lost 11 events (dropped from the 8-line buffer before this reader reached them)\n"
     rest = log.read(r, len(first) + len(note), 1 << 20, block=False)
     assert rest == b"".join(line(k) for k in range(12, 21))
     assert log.read(r, len(first) + len(note) + len(rest), 100, block=False) is None
@@ -139,7 +139,7 @@ def test_a_reader_that_caught_up_and_then_fell_behind_gets_the_exact_count():
     assert first == line(0)
     numbered(log, 1, 20)
     note = log.read(r, len(first), 1 << 20, block=False)
-    assert note == b"12 0 lost 11 events (this reader fell behind the 8-line buffer)\n"
+    assert note == b"12 0 lost 11 events (dropped from the 8-line buffer before this reader reached them)\n"
 
 
 def test_a_reader_that_seeked_into_dropped_lines_is_told_where_the_stream_resumes():
@@ -151,8 +151,8 @@ def test_a_reader_that_seeked_into_dropped_lines_is_told_where_the_stream_resume
     assert start == 10 * 11 + 2 * 14                   # lines 0-9: 11 bytes, 10-11: 14
     r = log.reader()
     note = log.read(r, 5, 1 << 20, block=False)
-    assert note == (f"12 0 lost the events before offset {start} (this reader fell behind "
-                    f"the 8-line buffer)\n").encode()
+    assert note == (f"12 0 lost the events before offset {start} (dropped from the 8-line "
+                    f"buffer before this reader reached them)\n").encode()
     assert log.read(r, 5 + len(note), 1 << 20, block=False).startswith(line(12))
 
 

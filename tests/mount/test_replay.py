@@ -183,7 +183,7 @@ def test_a_relative_trace_path_is_refused(machine, trace):
     ("spawn x workload=stack depth=9M", "workload stack: depth=9437184 must be between"),
     ("spawn x workload=replay", "workload replay needs trace=PATH"),
     ("spawn x workload=web rate=fast", "rate=fast: expected a decimal integer"),
-    ("spawn x rate=5", "rate= go with workload=KIND"),
+    ("spawn x rate=5", "rate= is a workload option: give workload=KIND too"),
     ("spawn x workload=web colour=red", "unknown option colour="),
 ])
 def test_a_bad_workload_spawn_is_refused(machine, command, words):
