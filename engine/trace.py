@@ -161,7 +161,7 @@ class TraceLog:
                     raise InterruptedError
 
     def reader(self) -> "TraceReader":
-        return TraceReader(self)
+        return TraceReader()
 
 
 class TraceReader:
@@ -174,7 +174,7 @@ class TraceReader:
     """
     __slots__ = ("pos", "expect", "seq")
 
-    def __init__(self, log: TraceLog):
+    def __init__(self):
         self.pos = 0
         self.expect = 0
         self.seq: int | None = 0

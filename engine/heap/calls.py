@@ -96,13 +96,6 @@ class HeapCalls:
                 e = InvalidArgument(f"memset({addr:#x}, {length}): {why}; nothing was written")
                 self._heap_error(p, "memset", e)
                 raise e
-        if addr >> 12 == (addr + length - 1) >> 12:
-            # Within one page (most writes a program makes): the store itself, as
-            # touch would do it for that page (at the page's address, which faults
-            # and signals report), without touch's per-range set-up.
-            self.vmm.access(p, addr & ~4095, True)
-            p.mm.update_hiwater_rss()
-            return
         self.vmm.touch(p, addr, length, True)
 
     def scavenge_process(self, p, reason: str) -> int:

@@ -40,6 +40,9 @@ def page_align(n: int) -> int:
 class AddressSpace:
     def __init__(self, pgd: int, uid: int):
         self.pgd = pgd
+        # va >> 21 -> its PTE table, for the tables leaf() found, as a TLB remembers
+        # translations; emptied whenever one of this space's tables is freed.
+        self.leaf_cache: dict = {}
         self.uid = uid                        # the owner's user id (root skips the admin reserve)                        # pfn of the top-level table (PML4)
         self.vmas: list[Vma] = []
         self._starts: list[int] = []

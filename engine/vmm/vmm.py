@@ -163,6 +163,9 @@ class Vmm:
 
     def leaf(self, mm: AddressSpace, va: int, alloc: bool = False, cpu: int = 0, node: int = 0):
         """The PTE table covering va (or None); with alloc, build missing levels."""
+        t = mm.leaf_cache.get(va >> 21)
+        if t is not None:
+            return t
         t = self.tables[mm.pgd]
         for shift in (39, 30, 21):
             i = (va >> shift) & 511
@@ -179,6 +182,7 @@ class Vmm:
             mm.pt_pages += 1
             t[i] = (pfn << 12) | P.PAGE_TABLE
             t = new
+        mm.leaf_cache[va >> 21] = t
         return t
 
     def _free_table(self, mm: AddressSpace | None, pfn: int) -> None:
@@ -186,6 +190,7 @@ class Vmm:
         self._gauge(pfn, PageStat.PAGETABLE, -1)
         if mm is not None:
             mm.pt_pages -= 1
+            mm.leaf_cache.clear()
         self.pmm.free_page(pfn, cpu=0)
 
     def free_pgtables(self, mm: AddressSpace, start: int, end: int) -> None:
@@ -253,7 +258,7 @@ class Vmm:
     def access(self, proc, va: int, write: bool) -> int:
         """Make the page at va accessible as a CPU access would, faulting if needed; its pfn."""
         mm = proc.mm
-        t = self.leaf(mm, va)
+        t = mm.leaf_cache.get(va >> 21) or self.leaf(mm, va)
         if t is not None:
             i = (va >> 12) & 511
             e = t[i]
@@ -268,6 +273,31 @@ class Vmm:
                     t[i] = e | P.ACCESSED
                 return (e & PFN_MASK) >> 12
         return self.fault(proc, va, write)
+
+    def access_many(self, proc, vas: list, writes: list) -> None:
+        """access() for each (va, write) in order, as a CPU running a program would: the
+        present-entry fast path inline (the same as access()), any fault through fault()."""
+        mm = proc.mm
+        flags = self.ft.flags
+        accessed = P.ACCESSED
+        written = P.ACCESSED | P.DIRTY | P.SOFT_DIRTY
+        cache = mm.leaf_cache
+        for va, write in zip(vas, writes):
+            t = cache.get(va >> 21) or self.leaf(mm, va)
+            if t is not None:
+                i = (va >> 12) & 511
+                e = t[i]
+                if e & 1 and (not write or e & P.RW):
+                    if write:
+                        if e & written != written:
+                            t[i] = e | written
+                        pfn = (e & PFN_MASK) >> 12
+                        if flags[pfn] & TYPE_MASK == FILE:
+                            self._set_dirty(pfn)
+                    elif not e & accessed:
+                        t[i] = e | accessed
+                    continue
+            self.fault(proc, va, write)
 
     def fault(self, proc, va: int, write: bool) -> int:
         """handle_mm_fault: find the VMA, check the access, fix the entry. Returns the pfn."""
@@ -883,6 +913,12 @@ class Vmm:
 
     def touch(self, proc, start: int, length: int, write: bool) -> int:
         """Access every page of [start, start+length); returns pages touched."""
+        if length > 0 and start >> 12 == (start + length - 1) >> 12:
+            # One page (most of a program's writes): the access alone, without the
+            # range walk's set-up; at the page's address, as the range walk reports it.
+            self.access(proc, start & ~(PAGE - 1), write)
+            proc.mm.update_hiwater_rss()
+            return 1
         n = self._access_range(proc, start, start + length, write)
         proc.mm.update_hiwater_rss()
         return n

@@ -29,7 +29,6 @@ import numpy as np
 
 from .base import INT, PATH, Workload
 from ..errors import InvalidArgument
-from ..heap.syscalls import FILE, PFN_MASK, READ_SETTLED, SETTLED, TYPE_MASK
 from ..units import PAGE_SIZE
 from ..vmm.mm import MMAP_MIN_ADDR, TASK_SIZE
 from ..vmm.vma import VM_READ, VM_WRITE
@@ -103,6 +102,7 @@ class Replay(Workload):
         self.pages, self.writes = parse_lackey(self.opts["trace"])
         self.pos = 0
         self.done = False
+        self.seen: set[int] = set()              # pages already found mapped (or mapped here)
 
     def describe(self) -> str:
         return f"replay trace={self.opts['trace']} rate={self.opts['rate']} " \
@@ -113,31 +113,20 @@ class Replay(Workload):
             return False
         vmm = tasks.vmm
         mm = p.mm
-        flags = vmm.ft.flags
         end = min(self.pos + self.opts["rate"], len(self.pages))
         pages = self.pages[self.pos:end].tolist()
         writes = self.writes[self.pos:end].tolist()
-        tables: dict = {}                        # 2 MiB region -> its PTE table (None: none yet)
-        for va, write in zip(pages, writes):
-            # An access to a page whose entry already says what the access would make it
-            # say changes nothing (see ProcessSys.poke): skip the VMM. A present entry lies
-            # in a mapping, so nothing needs mapping either.
-            region = va >> 21
-            t = tables.get(region, tables)
-            if t is tables:
-                t = tables[region] = vmm.leaf(mm, va)
-            if t is not None:
-                e = t[(va >> 12) & 511]
-                if (e & SETTLED == SETTLED and flags[(e & PFN_MASK) >> 12] & TYPE_MASK != FILE
-                        if write else e & READ_SETTLED == READ_SETTLED):
-                    self.pos += 1
-                    continue
-            if mm.find(va) is None:
-                vmm.mmap(p, PAGE_SIZE, addr=va, prot=VM_READ | VM_WRITE, shared=False, file=None,
-                         offset=0, populate=False)
-            vmm.access(p, va, write)
-            self.pos += 1
-            del tables[region]                   # the fault may have built the table
+        seen = self.seen
+        for va in pages:
+            if va not in seen:                   # first access to this page: is it mapped?
+                if mm.find(va) is None:
+                    vmm.mmap(p, PAGE_SIZE, addr=va, prot=VM_READ | VM_WRITE, shared=False,
+                             file=None, offset=0, populate=False)
+                seen.add(va)
+        try:
+            vmm.access_many(p, pages, writes)
+        finally:
+            self.pos = end
         if self.pos == len(self.pages):
             self.done = True
             tasks.m.trace.emit(p.pid, "replay-done", f"accesses={len(self.pages)} "
