@@ -13,6 +13,9 @@ Tasks at this layer:
 - scavenger (idle): the low-priority background scavenger of the seed
   discussion. On an idle tick it lets one process (round robin, in pid order)
   scavenge its heap and its stack below the stack pointer.
+- kswapd0: page reclaim in the background (reclaim/vmscan.py).
+- squeeze: external pressure from `pressure SIZE` (reclaim/pressure.py).
+- prefetch (idle): swapped pages back into RAM while memory is free.
 """
 from __future__ import annotations
 
@@ -44,6 +47,9 @@ class Background:
         self.add(BgTask("vmpressure", PRIO_KERNEL, 1, self._vmpressure))
         self.add(BgTask("scavenger", PRIO_IDLE, machine.config.clock.scavenge_period,
                         self._idle_scavenge, idle_only=True))
+        self.add(BgTask("kswapd0", PRIO_KERNEL, 1, machine.reclaim.kswapd))
+        self.add(BgTask("squeeze", PRIO_KERNEL, 1, machine.pressure_src.run))
+        self.add(BgTask("prefetch", PRIO_IDLE, 10, machine.pressure_src.prefetch, idle_only=True))
 
     def add(self, task: BgTask) -> None:
         self.tasks.append(task)

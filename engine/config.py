@@ -102,6 +102,12 @@ class ClockConfig:
 
 
 @dataclass(frozen=True)
+class ZswapConfig:
+    enabled: bool = True          # pages being swapped out go to the compressed pool first
+    max_pool_percent: int = 20    # the pool's limit, in percent of RAM
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     """A process the machine starts at boot: spawn NAME [workload=KIND] [key=value...]."""
     name: str
@@ -125,6 +131,7 @@ class MachineConfig:
     swap: tuple[SwapConfig, ...]
     sysctl: dict = field(default_factory=dict)   # name -> raw value, checked by Machine
     processes: tuple[ProcessConfig, ...] = ()
+    zswap: ZswapConfig = ZswapConfig()
     source: str = "<built-in>"
 
     @property
@@ -369,7 +376,8 @@ def _parse_swap(raw) -> tuple[SwapConfig, ...]:
 def parse(raw, source: str = "<string>") -> MachineConfig:
     """Validate a parsed YAML document and build the frozen MachineConfig."""
     top = _mapping(raw, "", {"machine", "clock", "kernel", "memory_map", "numa", "pci",
-                             "hotplug", "swap", "sysctl", "processes"}, {"memory_map", "numa"})
+                             "hotplug", "swap", "zswap", "sysctl", "processes"},
+                   {"memory_map", "numa"})
     m = _mapping(top.get("machine"), "machine", {"name", "seed", "cpus"})
     cpus = _int(m, "cpus", "machine", 1, lo=1, hi=256)
     c = _mapping(top.get("clock"), "clock", {"hz", "tick_ms", "scavenge_period",
@@ -428,9 +436,16 @@ def parse(raw, source: str = "<string>") -> MachineConfig:
         memory_map=tuple(sorted(regions, key=lambda r: r.start)),
         nodes=nodes, distance=distance, pci_windows=tuple(windows),
         hotplug_block_size=block, swap=_parse_swap(top.get("swap")),
-        sysctl=dict(sysctl), processes=_parse_processes(top.get("processes")), source=source)
+        sysctl=dict(sysctl), processes=_parse_processes(top.get("processes")),
+        zswap=_parse_zswap(top.get("zswap")), source=source)
     _check_kernel_fits(cfg)
     return cfg
+
+
+def _parse_zswap(raw) -> ZswapConfig:
+    z = _mapping(raw, "zswap", {"enabled", "max_pool_percent"})
+    return ZswapConfig(enabled=_bool(z, "enabled", "zswap", True),
+                       max_pool_percent=_int(z, "max_pool_percent", "zswap", 20, lo=0, hi=100))
 
 
 SPAWN_KEYS = {"text": "size", "data": "size", "stack": "size", "uid": "int",

@@ -653,11 +653,13 @@ def _check_entries(machine, flags: np.ndarray, p, mm, tables):
     if swapped.any():
         types = (ents >> U64(P.SWP_TYPE_SHIFT)).astype(np.int64)
         offsets = ((~ents << U64(P.SWP_TYPE_BITS)) >> U64(P.SWP_OFFSET_SHIFT)).astype(np.int64)
-        bad = swapped & (types >= len(machine.swap))
+        areas = machine.swap.areas
+        bad = swapped & (types >= len(areas))
         if bad.any():
             bad_entry(bad, f"is a swap-style entry of type {int(types[_first(bad)])}, but the "
-                           f"machine has {len(machine.swap)} swap areas")
-        slots = np.array([d.nr_slots for d in machine.swap] or [0], dtype=np.int64)
+                           f"machine has {len(areas)} swap types")
+        slots = np.array([d.nr_slots + 1 if d is not None else 0 for d in areas] or [0],
+                         dtype=np.int64)
         bad = swapped & (offsets >= slots[np.where(swapped, types, 0)])
         if bad.any():
             bad_entry(bad, "points past the end of its swap area")

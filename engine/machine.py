@@ -11,6 +11,7 @@ Commands validate everything first and mutate after, so a rejected command
 """
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -21,17 +22,24 @@ from . import views
 from .background import Background
 from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
+from .reclaim.swap import MAX_SLOTS as SWAP_MAX_SLOTS
 from .config import MachineConfig
 from .devices.iomem import PhysMap, Resource
-from .errors import InvalidArgument, OutOfMemory
+from .errors import Busy, InvalidArgument, NotPermitted, OutOfMemory
 from .kmsg import KernelLog
 from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
 from .pmm.frames import TYPE_MASK, MigrateType, PageType
 from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
-from .stats import event_counters
-from .swap import SwapDevice
+from .stats import VmEvent, event_counters
+from .vmm.pte import MAX_SWAPFILES as P_MAX_SWAPFILES
+from .reclaim.oom import OomKiller
+from .reclaim.pressure import Pressure
+from .reclaim.psi import Psi
+from .reclaim.swap import SwapSystem
+from .reclaim.vmscan import Reclaimer
+from .reclaim.zswap import Zswap
 from .sysctl import all_tunables
 from .trace import TraceLog
 from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two, runs_of
@@ -61,25 +69,31 @@ class Machine:
                                      self.events)
         self.physmap = PhysMap(cfg)
         self.direct_map_kb = views.direct_map_kb(cfg.ram_regions)   # (4k, 2M, 1G) kB
-        self.swap = []
-        next_default_prio = -2          # areas without a priority count down from -2, in order
+        self.swap = SwapSystem(self.events, self.ft)
         for s in cfg.swap:
-            prio = s.priority
-            if prio is None:
-                prio, next_default_prio = next_default_prio, next_default_prio - 1
-            self.swap.append(SwapDevice.from_config(s, prio))
+            self.swap.add_area(s.name, s.size, s.priority, P_MAX_SWAPFILES)
+        self.swap.zswap = Zswap(self.swap, self.pmm, self.events, self.total_ram_pages,
+                                enabled=cfg.zswap.enabled,
+                                max_pool_percent=cfg.zswap.max_pool_percent)
         self.tunables = {t.name: t for t in all_tunables()}
         self.sysctl = self._initial_sysctl(cfg)
         # The shared zero page lives in the kernel image, as Linux's empty_zero_page does.
         image = next(r for r in layout.reservations if r.what == "kernel image")
         self.vmm = Vmm(self.ft, self.pmm, self.events, zero_pfn=image.end_pfn - 1,
-                       nr_zones=len(self.zones))
+                       nr_zones=len(self.zones), nr_nodes=len(self.node_zones))
         self.vmm.commit_policy = self._commit_allowed
         self.vmm.trace = self.trace
+        self.vmm.swap = self.swap
+        self.psi = Psi(cfg.clock.tick_ms * 1000)
+        self.vmm.psi = self.psi
+        self.oom = OomKiller(self)
+        self.reclaim = Reclaimer(self)
+        self.vmm.reclaim = self.reclaim
         self._apply_tunables()
         self._ticker: Ticker | None = None
         views.log_boot(self)
         self.tasks = Tasks(self)
+        self.pressure_src = Pressure(self)
         self.background = Background(self)
         self._start_processes(cfg)
         self.publish_trace()
@@ -130,12 +144,13 @@ class Machine:
                 if pcp.count > pcp.high:
                     z._pcp_drain(pcp, pcp.count - pcp.high)
         self.vmm.max_map_count = s["max_map_count"]
+        self.vmm.page_cluster = s["page-cluster"]
 
     def total_ram_pages(self) -> int:
         return sum(z.managed_pages for z in self.zones)
 
     def total_swap_pages(self) -> int:
-        return sum(d.nr_slots for d in self.swap)
+        return self.swap.total_slots()
 
     def commit_limit(self) -> int:
         s = self.sysctl
@@ -177,6 +192,7 @@ class Machine:
                 try:
                     ran = self.tasks.run_tick()
                     self.background.run(self.clock.tick, ran)
+                    self.psi.tick(self.tasks.ran_pids)
                 finally:
                     self.publish_trace()
 
@@ -193,6 +209,84 @@ class Machine:
             self.kmsg.log(self.clock.uptime_us, f"notify: {level} memory: {n} processes notified")
             self.publish_trace()
             return n
+
+    def squeeze(self, size: int, ticks: int = 100) -> int:
+        """ctl `pressure SIZE [ticks=N]`: notify every process, then take SIZE of RAM for N
+        ticks (reclaim/pressure.py). Returns the pages asked for."""
+        pages = size // PAGE_SIZE
+        if pages < 1:
+            raise InvalidArgument(f"pressure: {size} bytes is less than a page")
+        if not 1 <= ticks <= 1 << 30:
+            raise InvalidArgument(f"pressure: ticks={ticks} must be at least 1")
+        with self.mu:
+            if pages > self.total_ram_pages():
+                raise InvalidArgument(f"pressure: {fmt_size(size)} is more than the machine's RAM "
+                                      f"({fmt_size(self.total_ram_pages() * PAGE_SIZE)})")
+            n = self.tasks.notify_all("low")
+            self.pressure_src.add(pages, ticks)
+            self.kmsg.log(self.clock.uptime_us, f"pressure: squeeze of {pages} pages for {ticks} "
+                                                f"ticks; {n} processes notified")
+            self.trace.emit(0, "pressure", f"pages={pages} ticks={ticks}")
+            self.publish_trace()
+            return pages
+
+    # ------------------------------------------------------------------
+    # swap areas
+    # ------------------------------------------------------------------
+
+    def swapon(self, name: str, size: int, priority: int | None = None) -> None:
+        if not name or any(c.isspace() for c in name) or not name.startswith("/"):
+            raise InvalidArgument(f"swapon: {name!r} must be an absolute path without spaces "
+                                  f"(/dev/vdc or /swapfile)")
+        if size % PAGE_SIZE or size < 2 * PAGE_SIZE:
+            raise InvalidArgument(f"swapon: a swap area is a whole number of pages, at least two "
+                                  f"(one is the header); {size} bytes is not")
+        if size // PAGE_SIZE - 1 > SWAP_MAX_SLOTS:
+            raise InvalidArgument(f"swapon: at most {fmt_size((SWAP_MAX_SLOTS + 1) * PAGE_SIZE)} "
+                                  f"per area")
+        if priority is not None and not -1 <= priority <= 32767:
+            raise InvalidArgument(f"swapon: prio={priority} must be between -1 and 32767")
+        with self.mu:
+            if self.swap.by_name(name) is not None:
+                raise Busy(f"swapon: {name} is already in use as swap")
+            if len(self.swap.active()) >= P_MAX_SWAPFILES:
+                raise InvalidArgument(f"swapon: {P_MAX_SWAPFILES} swap areas already (MAX_SWAPFILES)")
+            a = self.swap.add_area(name, size, priority, P_MAX_SWAPFILES)
+            self.kmsg.log(self.clock.uptime_us, f"Adding {a.size_kb}k swap on {a.name}.  "
+                                                f"Priority:{a.priority} extents:1 across:{a.size_kb}k")
+
+    def swapoff(self, name: str) -> int:
+        """Bring every page of the area back into RAM and remove it; ENOMEM (nothing changed)
+        if free RAM cannot hold them. Returns the pages brought in."""
+        with self.mu:
+            a = self.swap.by_name(name)
+            if a is None:
+                known = ", ".join(x.name for x in self.swap.active()) or "none"
+                raise InvalidArgument(f"swapoff: {name} is not an active swap area (active: {known})")
+            need = sum(1 for off in range(1, a.nr_slots + 1)
+                       if a.count[off] & 0x7FFF and not a.cache[off])
+            room = sum(max(0, z.free_pages - z.wmark_min) for z in self.zones)
+            if need > room:
+                raise OutOfMemory(f"swapoff: {name} holds {need} pages that are not in RAM, but "
+                                  f"only {room} frames are free above the min watermarks; nothing "
+                                  f"was changed")
+            s = self.sysctl
+            if s["overcommit_memory"] == 2:
+                limit = commit_limit_pages(self.total_ram_pages(), self.total_swap_pages() - a.nr_slots,
+                                           s["overcommit_ratio"], s["overcommit_kbytes"])
+                if self.vmm.committed > limit:
+                    raise OutOfMemory(f"swapoff: without {name} the commit limit would be {limit} "
+                                      f"pages, below Committed_AS ({self.vmm.committed}); nothing "
+                                      f"was changed")
+            brought = self.vmm.unuse(a)
+            if brought is None:
+                raise OutOfMemory(f"swapoff: ran out of free frames bringing {name} back in; "
+                                  f"nothing was changed")
+            self.swap.remove_area(a)
+            self.kmsg.log(self.clock.uptime_us, f"swapoff: {name}: {brought} pages brought back "
+                                                f"into RAM; area removed")
+            self.publish_trace()
+            return brought
 
     def clock_command(self, verb: str, arg: int | None = None) -> None:
         with self.mu:
@@ -217,7 +311,10 @@ class Machine:
 
     def sysctl_read(self, name: str) -> str:
         with self.mu:
-            return self.tunables[name].format(self.sysctl[name])
+            t = self.tunables[name]
+            if t.write_only:
+                raise NotPermitted(f"sysctl: vm.{name} is write-only (an action, not a setting)")
+            return t.format(self.sysctl[name])
 
     def sysctl_write(self, name: str, text: str) -> None:
         t = self.tunables[name]
@@ -226,6 +323,9 @@ class Machine:
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
         with self.mu:
+            if t.write_only:
+                self._sysctl_action(name, value)
+                return
             if t.length and len(value) < t.length:       # like proc_dointvec: the rest stays
                 value = value + tuple(self.sysctl[name][len(value):])
             self.sysctl[name] = value
@@ -235,6 +335,22 @@ class Machine:
                 self.sysctl[other[name]] = 0
             self._apply_tunables()
             self.kmsg.log(self.clock.uptime_us, f"sysctl: vm.{name} = {t.format(value).strip()}")
+
+    def _sysctl_action(self, name: str, value: int) -> None:
+        """drop_caches: 1 drops clean page cache, 2 slab (none here), 3 both; 4 = quiet."""
+        if name == "drop_caches":
+            if not value & 3:
+                raise InvalidArgument("drop_caches: write 1 (page cache), 2 (slab) or 3 (both)")
+            dropped = 0
+            if value & 1:
+                dropped = self.reclaim.drop_pagecache()
+                self.events[VmEvent.DROP_PAGECACHE] += 1
+            if value & 2:
+                self.events[VmEvent.DROP_SLAB] += 1
+            if not value & 4:
+                self.kmsg.log(self.clock.uptime_us, f"memfs ({os.getpid()}): drop_caches: "
+                                                    f"{value} ({dropped} pages dropped)")
+            self.publish_trace()
 
     # ------------------------------------------------------------------
     # physical allocation commands (palloc / pfree)
@@ -432,7 +548,13 @@ class Machine:
 
     def swaps(self) -> list[views.SwapView]:
         with self.mu:
-            return [views.SwapView(d.name, d.kind, d.size_kb, d.used_kb, d.priority) for d in self.swap]
+            return [views.SwapView(d.name, d.kind, d.size_kb, d.used_kb, d.priority)
+                    for d in self.swap.active()]
+
+    def pressure(self) -> tuple:
+        """PSI for memory: ((avg10, avg60, avg300, total_us) for some, then for full)."""
+        with self.mu:
+            return self.psi.lines()
 
     def cpu_stat(self) -> views.CpuStat:
         with self.mu:

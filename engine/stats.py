@@ -36,6 +36,13 @@ class PageStat(IntEnum):
     ACTIVE_ANON = 7
     INACTIVE_FILE = 8
     ACTIVE_FILE = 9
+    SWAPCACHE = 10        # nr_swapcached: frames in the swap cache
+    WS_REFAULT_ANON = 11  # workingset_refault_anon: evicted anon pages read back (events)
+    WS_REFAULT_FILE = 12
+    WS_ACTIVATE_ANON = 13  # ... of which refaulted soon enough to go straight to the active list
+    WS_ACTIVATE_FILE = 14
+    VMSCAN_WRITE = 15     # nr_vmscan_write: pages reclaim wrote out (events)
+    WRITTEN = 16          # nr_written: pages written back (events)
 
 
 def page_gauges() -> array:

@@ -21,6 +21,7 @@ class Tunable:
     length: int | None = None  # number of values of an array knob
     check: Callable[[int], bool] | None = None
     check_text: str = ""
+    write_only: bool = False   # an action, not a setting (drop_caches): mode 0200, nothing to read
 
     def parse(self, text: str):
         """Text written to the knob -> value; ValueError with a human reason."""
@@ -60,4 +61,5 @@ def _int(name: str, word: str) -> int:
 def all_tunables() -> tuple[Tunable, ...]:
     from .pmm.watermarks import TUNABLES as pmm
     from .commit import TUNABLES as commit
-    return pmm + commit
+    from .reclaim.vmscan import TUNABLES as vmscan
+    return pmm + commit + vmscan

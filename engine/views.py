@@ -103,8 +103,9 @@ def meminfo(m, node: int | None) -> MemInfo:
     zones = _node_zones(m, node)
     total = sum(z.managed_pages for z in zones)
     free = sum(z.free_pages for z in zones)
-    swap_total = sum(d.nr_slots for d in m.swap)
-    swap_free = swap_total - sum(d.used_slots for d in m.swap)
+    swap_total = m.swap.total_slots()
+    swap_free = m.swap.free_slots()
+    zswap = m.swap.zswap
     s = m.sysctl
     g = page_stats(m, zones)
     pagecache = g[PageStat.ACTIVE_FILE] + g[PageStat.INACTIVE_FILE]
@@ -112,7 +113,9 @@ def meminfo(m, node: int | None) -> MemInfo:
     return MemInfo(
         node=node, total=total, free=free,
         available=available_pages(zones, free, pagecache, 0),
-        cached=g[PageStat.FILE], file_pages=g[PageStat.FILE],
+        cached=g[PageStat.FILE], file_pages=g[PageStat.FILE], swap_cached=g[PageStat.SWAPCACHE],
+        zswap=zswap.pool_pages() if node is None else 0,
+        zswapped=zswap.stored_pages if node is None else 0,
         active_anon=g[PageStat.ACTIVE_ANON], inactive_anon=g[PageStat.INACTIVE_ANON],
         active_file=g[PageStat.ACTIVE_FILE], inactive_file=g[PageStat.INACTIVE_FILE],
         swap_total=swap_total, swap_free=swap_free, dirty=g[PageStat.FILE_DIRTY],
@@ -214,7 +217,13 @@ NODE_PAGE_GAUGES = {"nr_inactive_anon": PageStat.INACTIVE_ANON, "nr_active_anon"
                     "nr_inactive_file": PageStat.INACTIVE_FILE, "nr_active_file": PageStat.ACTIVE_FILE,
                     "nr_anon_pages": PageStat.ANON, "nr_mapped": PageStat.FILE_MAPPED,
                     "nr_file_pages": PageStat.FILE, "nr_dirty": PageStat.FILE_DIRTY,
-                    "nr_shmem": PageStat.SHMEM, "nr_page_table_pages": PageStat.PAGETABLE}
+                    "nr_shmem": PageStat.SHMEM, "nr_page_table_pages": PageStat.PAGETABLE,
+                    "nr_swapcached": PageStat.SWAPCACHE,
+                    "workingset_refault_anon": PageStat.WS_REFAULT_ANON,
+                    "workingset_refault_file": PageStat.WS_REFAULT_FILE,
+                    "workingset_activate_anon": PageStat.WS_ACTIVATE_ANON,
+                    "workingset_activate_file": PageStat.WS_ACTIVATE_FILE,
+                    "nr_vmscan_write": PageStat.VMSCAN_WRITE, "nr_written": PageStat.WRITTEN}
 
 
 def zone_counters(m, z: Zone) -> list[tuple[str, int]]:
@@ -365,7 +374,7 @@ def log_boot(m) -> None:
     lines.append(f"Memory: {managed * KB_PER_PAGE}K/{present * KB_PER_PAGE}K available "
                  f"({cfg.kernel.image_size // KiB}K kernel image, "
                  f"{(present - managed) * KB_PER_PAGE}K reserved, 0K cma-reserved)")
-    for d in m.swap:
+    for d in m.swap.active():
         lines.append(f"Adding {d.size_kb}k swap on {d.name}.  Priority:{d.priority} extents:1 "
                      f"across:{d.size_kb}k")
     for line in lines:

@@ -169,6 +169,18 @@ def _file(m, args, opts) -> None:
     m.tasks.create_file(args[0], args[1])
 
 
+def _swapon(m, args, opts) -> None:
+    m.swapon(args[0], args[1], opts.get("prio"))
+
+
+def _swapoff(m, args, opts) -> None:
+    m.swapoff(args[0])
+
+
+def _pressure(m, args, opts) -> None:
+    m.squeeze(args[0], opts.get("ticks", 100))
+
+
 CTL_VERBS = {v.name: v for v in (
     Verb("spawn", _spawn, "NAME [workload=KIND [rate=N] [size=SIZE] [limit=SIZE] [workers=N] "
          "[depth=SIZE] [trace=PATH]] [text=SIZE] [data=SIZE] [stack=SIZE] [uid=N] "
@@ -188,6 +200,18 @@ CTL_VERBS = {v.name: v for v in (
          "tell every process memory is short: on its next tick each one's heap scavenges "
          "itself (free areas of a page or more, and stack pages below the stack pointer); "
          "caching workloads also drop cache entries", "notify low", args=(STR,)),
+    Verb("swapon", _swapon, "NAME SIZE [prio=N]",
+         "add a swap area of SIZE (a partition /dev/... or a file); without prio= areas get "
+         "-2, -3, ... in order; the highest priority fills first, equal ones take turns",
+         "swapon /swapfile 256M prio=5", args=(STR, SIZE), options={"prio": INT}),
+    Verb("swapoff", _swapoff, "NAME",
+         "bring every page of the area back into RAM and remove it; fails with ENOMEM, "
+         "changing nothing, if free RAM cannot hold them", "swapoff /swapfile", args=(STR,)),
+    Verb("pressure", _pressure, "SIZE [ticks=N]",
+         "external memory pressure: every process is told memory is low (its heap scavenges on "
+         "its next tick), then from the next tick something outside takes SIZE of RAM through "
+         "the allocator (kswapd, direct reclaim, swap, OOM) and holds it for N ticks "
+         "(default 100)", "pressure 32M ticks=200", args=(SIZE,), options={"ticks": INT}),
     Verb("file", _file, "NAME SIZE",
          "create a simulated file of SIZE bytes (zeros) that processes can mmap with file=NAME; "
          "its pages are cached in RAM when touched (Cached in meminfo)", "file data.db 64M",
@@ -325,6 +349,12 @@ def _scavenge(m, pid, args, opts) -> None:
     m.tasks.scavenge(pid)
 
 
+def _limit(m, pid, args, opts) -> None:
+    if "frames" not in opts:
+        raise InvalidArgument("limit: frames=N is required (0 lifts the limit)")
+    m.tasks.limit(pid, opts["frames"], opts.get("policy", "lru"))
+
+
 def _stack(m, pid, args, opts) -> None:
     m.tasks.stack(pid, args[0])
 
@@ -411,6 +441,11 @@ PROC_VERBS = {v.name: v for v in (
     Verb("guard", _guard, "on|off",
          "heap guard checks: a 16-byte red zone after every block, checked on memset "
          "(chosen before the first malloc)", "guard on", args=(STR,)),
+    Verb("limit", _limit, "frames=N [policy=fifo|lru|clock|opt]",
+         "limit the process to N resident pages: a fault when N are resident first evicts "
+         "one, chosen by the policy (default lru; opt only for replay, whose future is "
+         "known); anonymous pages go to swap. frames=0 lifts the limit. Figures in <pid>/limit",
+         "limit frames=64 policy=clock", options={"frames": INT, "policy": STR}),
     Verb("fork", _fork, "",
          "fork the process: the child shares every page copy-on-write; prints the child's pid",
          "fork"),

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .proc import iomem, meminfo, stat, swaps, vmstat, zoneinfo
+from .proc import iomem, meminfo, pressure, stat, swaps, vmstat, zoneinfo
 from .proc import memfs_files
 from .proc import heap as proc_heap
 from .proc import pid as proc_pid
@@ -79,10 +79,13 @@ def _ro(show, help="", mode=0o444) -> File:
 
 
 def _sysctl_dir(machine) -> dict:
-    return {name: File(0o644, show=lambda m, n=name: m.sysctl_read(n),
-                       store=lambda m, text, n=name: m.sysctl_write(n, text),
-                       help=machine.tunables[name].help)
-            for name in sorted(machine.tunables)}
+    def knob(name: str) -> File:
+        t = machine.tunables[name]
+        store = lambda m, text, n=name: m.sysctl_write(n, text)     # noqa: E731
+        if t.write_only:                    # an action (drop_caches): 0200, EACCES on read
+            return File(0o200, store=store, help=t.help)
+        return File(0o644, show=lambda m, n=name: m.sysctl_read(n), store=store, help=t.help)
+    return {name: knob(name) for name in sorted(machine.tunables)}
 
 
 def _node_dir(node: int) -> Dir:
@@ -140,6 +143,8 @@ def pid_dir(pid: int) -> Dir:
         "pte": ro(proc_pid.show_pte, "the page tables: every non-empty entry, raw and decoded"),
         "heap": ro(proc_heap.show_heap, "the heap: pools, free lists, live allocations, "
                                         "fragmentation; the stack pointer"),
+        "limit": ro(pressure.show_limit, "its resident-set limit (limit command): frames, "
+                                         "policy, resident pages, faults, evictions"),
         "ctl": File(0o644, store=lambda m, text: memfs_files.store_proc_ctl(m, pid, text),
                     transaction=True, help="per-process commands (below)"),
     }, help="one simulated process")
@@ -194,6 +199,9 @@ def build_root() -> Dir:
         "physmap": _ro(iomem.show_physmap,
                        "the physical address map with each range's type, cacheability and flags"),
         "swaps": _ro(swaps.show_swaps, "swap areas, as /proc/swaps"),
+        "pressure": Dir({"memory": _ro(pressure.show_pressure_memory,
+                                       "memory stall (PSI): some/full avg10/avg60/avg300 total")},
+                        help="pressure stall information, as /proc/pressure"),
         "stat": _ro(stat.show_stat, "CPU time and boot time, as /proc/stat"),
         "kpagecount": File(0o400, read_range=proc_pid.read_kpagecount,
                            help="binary: one u64 per frame at offset pfn*8: how many page-table "

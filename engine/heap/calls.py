@@ -24,9 +24,11 @@ def locked(func):
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         with self.m.mu:
+            running = self.vmm.current
             try:
                 return func(self, *args, **kwargs)
             finally:
+                self.vmm.current = running
                 self.m.publish_trace()
     return wrapper
 

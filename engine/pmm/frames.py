@@ -3,7 +3,7 @@
 Owns the columns below, indexed by pfn, for every pfn from 0 to max_pfn
 (holes included, marked NOPAGE, like Linux's flat memmap). Nothing here is
 one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
-+ rmap 8 = 20, against the 64 of Linux's struct page.
++ rmap 8 + swp 4 + LRU links 8 = 32, half the 64 of Linux's struct page.
 
     flags[pfn]    u16   bits 0-3  PageType (what the frame is)
                         bits 4-7  buddy order, meaningful only with BUDDY
@@ -12,7 +12,11 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         bit  10   DIRTY: a page-cache frame newer than its file (PG_dirty)
                         bit  11   LAZYFREE: an anonymous frame given up by MADV_FREE;
                                   discardable while no PTE maps it dirty
-                        bits 12-15 free for later layers
+                        bit  12   LRU: on one of its node's LRU lists (PG_lru)
+                        bit  13   ACTIVE: on the active rather than the inactive list
+                        bit  14   REFERENCED: seen referenced once by reclaim (PG_referenced)
+                        bit  15   SWAPCACHE: in the swap cache; swp[pfn] names its slot
+                                  (an anonymous frame with DIRTY set is newer than its slot)
     content[pfn]  u64   the simulated content value of the frame (one 64-bit
                         word stands for the page). A free frame has no content
                         to keep: a BUDDY head stores its free-list links here
@@ -21,6 +25,9 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         free frames hold POISON once freed (0 from boot).
     mapcount[pfn] u16   page-table mappings of the frame (kpagecount); 0 when free or kernel-owned
                         (the shared zero page is never counted, as in Linux)
+    swp[pfn]      u32   the swap slot of a SWAPCACHE frame: type << 27 | offset (folio->swap)
+    lru_prev/next u32   the frame's neighbours on its LRU list (NIL at the ends): the
+                        lists are threaded through these two columns (list_head lru)
     rmap[pfn]     u64   who owns an in-use user frame, for the reverse map (Linux's
                         page->mapping and page->index in one word): owner << 36 | index.
                         ANON: owner = the anon family (a process and its forks),
@@ -53,6 +60,10 @@ BUDDY = 0x0100
 PCP = 0x0200
 DIRTY = 0x0400
 LAZYFREE = 0x0800
+LRU = 0x1000
+ACTIVE = 0x2000
+REFERENCED = 0x4000
+SWAPCACHE = 0x8000
 
 
 class PageType(IntEnum):
@@ -91,6 +102,9 @@ class FrameTable:
         self.content = array("Q", bytes(8 * max_pfn))
         self.mapcount = array("H", bytes(2 * max_pfn))
         self.rmap = array("Q", bytes(8 * max_pfn))
+        self.swp = array("I", bytes(4 * max_pfn))
+        self.lru_prev = array("I", b"\xff" * (4 * max_pfn))
+        self.lru_next = array("I", b"\xff" * (4 * max_pfn))
         nr_pb = -(-max_pfn // PAGEBLOCK_PAGES)
         self.pb_zone = bytearray(nr_pb)
         self.pb_mt = bytearray([MigrateType.MOVABLE]) * nr_pb
@@ -118,9 +132,9 @@ class FrameTable:
 
     def host_bytes(self) -> int:
         """Host memory held by the columns (what a frame costs the simulator)."""
-        return (self.flags.itemsize * len(self.flags) + self.content.itemsize * len(self.content)
-                + self.mapcount.itemsize * len(self.mapcount) + self.rmap.itemsize * len(self.rmap)
-                + len(self.pb_zone) + len(self.pb_mt))
+        cols = (self.flags, self.content, self.mapcount, self.rmap, self.swp, self.lru_prev,
+                self.lru_next)
+        return sum(c.itemsize * len(c) for c in cols) + len(self.pb_zone) + len(self.pb_mt)
 
 
 RMAP_INDEX_BITS = 36

@@ -18,7 +18,7 @@ NO_FRAME = -1
 
 class MemFile:
     __slots__ = ("ino", "path", "nr_pages", "size", "shmem", "disk", "cache", "nr_cached",
-                 "nr_dirty", "maps", "charged")
+                 "nr_dirty", "maps", "charged", "shadow")
 
     def __init__(self, ino: int, path: str, size: int, *, shmem: bool = False):
         self.ino = ino
@@ -32,6 +32,7 @@ class MemFile:
         self.nr_dirty = 0
         self.maps = 0                 # VMAs mapping it (shmem dies with its last mapping)
         self.charged = 0              # shmem: pages charged to Committed_AS for the object
+        self.shadow = None            # eviction clock of pages reclaim evicted (-1: none), lazily
 
     def grow(self, size: int) -> None:
         """Extend the file to size bytes (new pages read as zero)."""
@@ -42,7 +43,23 @@ class MemFile:
         if self.disk is not None:
             self.disk = np.concatenate((self.disk, np.zeros(extra, dtype=np.uint64)))
         self.cache = np.concatenate((self.cache, np.full(extra, NO_FRAME, dtype=np.int64)))
+        if self.shadow is not None:
+            self.shadow = np.concatenate((self.shadow, np.full(extra, -1, dtype=np.int64)))
         self.size, self.nr_pages = size, nr
+
+    def set_evicted(self, index: int, clock: int) -> None:
+        """Reclaim evicted page index: remember when (the shadow entry left in the cache)."""
+        if self.shadow is None:
+            self.shadow = np.full(self.nr_pages, -1, dtype=np.int64)
+        self.shadow[index] = clock
+
+    def evicted_at(self, index: int) -> int | None:
+        """When page index was evicted, if it was (the shadow is consumed by the refault)."""
+        if self.shadow is None or self.shadow[index] < 0:
+            return None
+        clock = int(self.shadow[index])
+        self.shadow[index] = -1
+        return clock
 
     def cached(self, index: int) -> int:
         return int(self.cache[index])

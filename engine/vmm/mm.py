@@ -58,6 +58,7 @@ class AddressSpace:
         self.start_brk = self.brk = 0
         self.start_stack = 0
         self.committed = 0                    # pages this mm has charged to Committed_AS
+        self.limit = None                     # a resident-set limit (reclaim/limit.py), or None
 
     # ------------------------------------------------------------------
     # lookup

@@ -32,6 +32,7 @@ class Tasks(HeapCalls):
         self.forks = 0                       # processes created since boot (/proc/stat)
         self.cpu_busy = [0] * machine.config.cpus   # ticks each CPU ran a process (user time)
         self.ctxt = 0                        # context switches since boot
+        self.ran_pids: set[int] = set()      # processes that were runnable in the last tick
         kthreadd = Process(self._alloc_pid(), "kthreadd", 0, cpu=0, node=0, start_tick=0,
                            uid=0, kthread=True)
         self.procs[kthreadd.pid] = kthreadd
@@ -62,6 +63,7 @@ class Tasks(HeapCalls):
         p = self.get(pid)
         if p.mm is None:
             raise InvalidArgument(f"{pid} ({p.comm}) is a kernel thread: it has no address space")
+        self.vmm.current = p                 # the command runs as p (the OOM killer spares it)
         return p
 
     def _cpu(self, pid: int) -> tuple[int, int]:
@@ -177,7 +179,10 @@ class Tasks(HeapCalls):
         del self.vmm.inodes[f.ino]
 
     def _new_mm(self, p: Process) -> AddressSpace:
-        return AddressSpace(self.vmm.new_pgd(p.cpu, p.node), p.uid)
+        mm = AddressSpace(self.vmm.new_pgd(p.cpu, p.node), p.uid)
+        p.mm = mm
+        self.vmm.register(p)                 # reclaim's reverse map finds its pages from now on
+        return mm
 
     @locked
     def fork(self, pid: int) -> int:
@@ -201,6 +206,7 @@ class Tasks(HeapCalls):
             child.mm = self._new_mm(child)
         except FaultOom:
             raise OutOfMemory("fork: no free frame for the child's page-table root") from None
+        self.vmm.current = parent
         self.vmm.dup_mm(parent, child)          # raises OutOfMemory, child torn down
         self.procs[cpid] = child
         self.forks += 1
@@ -249,19 +255,9 @@ class Tasks(HeapCalls):
         self._exit(p, 128 + 9)
         self._log(f"kill: {pid} ({p.comm}) killed by SIGKILL")
 
-    def oom_kill(self, victim: Process) -> str:
-        """Kill victim, logging it as Linux's OOM killer does; returns the log line."""
-        mm = victim.mm
-        kb = PAGE // KiB
-        line = (f"Out of memory: Killed process {victim.pid} ({victim.comm}) "
-                f"total-vm:{mm.total_vm() * kb}kB, anon-rss:{mm.rss_anon * kb}kB, "
-                f"file-rss:{mm.rss_file * kb}kB, shmem-rss:{mm.rss_shmem * kb}kB, "
-                f"UID:{victim.uid} pgtables:{(mm.pt_pages + 1) * kb}kB "
-                f"oom_score_adj:{victim.oom_score_adj}")
-        self._log(line)
-        self.m.events[VmEvent.OOM_KILL] += 1
+    def reap(self, victim: Process) -> None:
+        """The OOM killer's SIGKILL: the victim exits and its memory is freed now."""
         self._exit(victim, 128 + 9)
-        return line
 
     # ------------------------------------------------------------------
     # running a program's access: faults have consequences
@@ -275,6 +271,9 @@ class Tasks(HeapCalls):
             raise Fault(f"{what}: {s.signal} at {s.va:#x} ({s.why}): process {p.pid} "
                         f"({p.comm}) was killed") from None
         except FaultOom as e:
+            if e.victim is None:
+                raise OutOfMemory(f"{what}: out of memory and no process the OOM killer may kill "
+                                  f"(all are at oom_score_adj -1000); nothing was done") from None
             line = self._die_of(p, e)
             raise OutOfMemory(f"{what}: no free frame for a page fault at this point; the OOM "
                               f"killer chose {p.pid} ({p.comm}): {line}") from None
@@ -282,7 +281,9 @@ class Tasks(HeapCalls):
     def _die_of(self, p: Process, exc: Exception) -> str:
         """p's program met a fatal fault: the kernel kills it. Returns the kmsg line."""
         if isinstance(exc, FaultOom):
-            return self.oom_kill(p)
+            if exc.victim is None:
+                return exc.line
+            return self.m.oom.kill(p, p)
         s = exc
         mm = p.mm
         if s.signal == "SIGSEGV":
@@ -298,7 +299,10 @@ class Tasks(HeapCalls):
         return line
 
     def _workload_died(self, p: Process, exc: Exception) -> None:
-        """A workload's program failed: a fatal fault kills it; any other error, it exits 1."""
+        """A workload's program failed: a fatal fault kills it; any other error, it exits 1.
+        Out of memory with no one the OOM killer may take: it waits (tries again next tick)."""
+        if isinstance(exc, FaultOom) and exc.victim is None:
+            return
         if isinstance(exc, (Segv, FaultOom)):
             self._die_of(p, exc)
             return
@@ -329,10 +333,12 @@ class Tasks(HeapCalls):
         ran = 0
         busy_cpus = set()
         per_cpu: dict[int, int] = {}
+        self.ran_pids = ran_pids = set()
         for pid in sorted(self.procs):
             p = self.procs.get(pid)
             if p is None or p.mm is None:           # gone (an OOM kill this tick), or kthread
                 continue
+            self.vmm.current = p
             try:
                 if p.notified:
                     level, p.notified = p.notified, None
@@ -351,6 +357,7 @@ class Tasks(HeapCalls):
                 continue
             if busy:
                 ran += 1
+                ran_pids.add(pid)
                 p.utime += 1
                 busy_cpus.add(p.cpu)
                 per_cpu[p.cpu] = per_cpu.get(p.cpu, 0) + 1
@@ -363,6 +370,7 @@ class Tasks(HeapCalls):
                     p.nvcsw += 1
                     self.ctxt += 1
                 p.state = "S"
+        self.vmm.current = None
         for cpu in busy_cpus:
             self.cpu_busy[cpu] += 1
         return len(busy_cpus)
@@ -508,6 +516,27 @@ class Tasks(HeapCalls):
             raise InvalidArgument(f"comm: {pid} ({p.comm}) is a kernel thread; its name stays")
         self._log(f"comm: {pid} ({p.comm}) is now {name}")
         p.comm = name
+
+    @locked
+    def limit(self, pid: int, frames: int, policy: str = "lru") -> int:
+        """Give pid a resident-set limit (0 frames: none). Returns the pages evicted to fit."""
+        p = self._user(pid)
+        evicted = self.vmm.set_limit(p, frames, policy)
+        if frames:
+            self._log(f"limit: {pid} ({p.comm}): {frames} frames, policy {policy}"
+                      f"{f', {evicted} pages evicted to fit' if evicted else ''}")
+        else:
+            self._log(f"limit: {pid} ({p.comm}): no limit")
+        return evicted
+
+    @locked
+    def limit_view(self, pid: int) -> dict | None:
+        p = self.get(pid)
+        lim = p.mm.limit if p.mm is not None else None
+        if lim is None:
+            return None
+        return {"frames": lim.frames, "policy": lim.policy.name, "resident": len(lim.policy),
+                "faults": lim.faults, "evictions": lim.evictions, "stuck": lim.stuck}
 
     @locked
     def set_oom_score_adj(self, pid: int, value: int) -> None:

@@ -29,14 +29,18 @@ import numpy as np
 
 from . import pte as P
 from .files import NO_FRAME, MemFile
+from .limits import LimitMixin
+from .rmap import RmapMixin
+from .swapin import SwapInMixin
 from .mm import (MMAP_MIN_ADDR, PAGE, STACK_GUARD_GAP, STACK_RLIMIT, TASK_SIZE, AddressSpace,
                  page_align)
 from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                   VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, PROT_BITS, Vma)
 from ..trace import TraceLog
 from ..errors import Exists, InvalidArgument, OutOfMemory, bug_on
-from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, TYPE_MASK,
+from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, SWAPCACHE, TYPE_MASK,
                           MigrateType, PageType)
+from ..reclaim.lru import LruLists
 from ..pmm.zone import ZONE_MOVABLE, ZONE_NORMAL
 from ..stats import PageStat, VmEvent, page_gauges
 
@@ -72,7 +76,12 @@ class Segv(Exception):
 
 
 class FaultOom(Exception):
-    """No frame for a page fault (the caller decides who the OOM killer takes)."""
+    """No frame for a page fault, and the OOM killer chose the faulting process itself
+    (the caller kills it), or found no process it may kill (victim None: nothing dies)."""
+
+    def __init__(self, victim=None, line: str = ""):
+        super().__init__(line or "out of memory")
+        self.victim, self.line = victim, line
 
 
 def fill_value(va: int, seed: int) -> int:
@@ -99,8 +108,8 @@ def fill_values(va: int, n: int, seed: int) -> np.ndarray:
     return z
 
 
-class Vmm:
-    def __init__(self, ft, pmm, events, zero_pfn: int, nr_zones: int):
+class Vmm(RmapMixin, SwapInMixin, LimitMixin):
+    def __init__(self, ft, pmm, events, zero_pfn: int, nr_zones: int, nr_nodes: int = 1):
         self.trace = TraceLog()               # the machine's trace replaces this one
         self.ft = ft
         self.pmm = pmm
@@ -114,6 +123,16 @@ class Vmm:
         self.committed = 0                          # Committed_AS, pages
         self.commit_policy = None                   # set by Machine: callable(pages, mm) -> bool
         self.max_map_count = 65530                  # vm.max_map_count, set by Machine
+        self.lru = LruLists(ft, self.gauges, nr_nodes)
+        self.mms: dict[int, list] = {}              # anon family -> its processes with an mm
+        self.swap = None                            # SwapSystem, set by Machine
+        self.reclaim = None                         # Reclaimer: the allocation slow path
+        self.psi = None                             # pressure stall accounting
+        self.page_cluster = 3                       # vm.page-cluster: readahead of 2^n slots
+        self.eviction_clock = 0                     # pages evicted so far (refault distances)
+        self.pinned: set[int] = set()               # frames a fault in progress holds (get_page)
+        self.flush = None                           # writes a range access still owes its pages
+        self.current = None                         # the process whose command or tick runs
 
     # ------------------------------------------------------------------
     # frames and their gauges
@@ -122,15 +141,20 @@ class Vmm:
     def _gauge(self, pfn: int, stat: int, delta: int) -> None:
         self.gauges[self.ft.pb_zone[pfn >> 9]][stat] += delta
 
-    def _alloc(self, ptype: int, cpu: int, node: int) -> int:
+    def _alloc(self, ptype: int, cpu: int, node: int, proc=None) -> int:
+        """A frame for a page table or a user page; when memory is short, reclaim
+        (direct reclaim, then the OOM killer) finds one or raises FaultOom."""
         if ptype == PAGETABLE:
-            pfn = self.pmm.try_alloc_page(node=node, cpu=cpu, highest=ZONE_NORMAL,
-                                          mt=MigrateType.UNMOVABLE, ptype=PageType.PAGETABLE)
+            highest, mt = ZONE_NORMAL, MigrateType.UNMOVABLE
         else:
-            pfn = self.pmm.try_alloc_page(node=node, cpu=cpu, highest=ZONE_MOVABLE,
-                                          mt=MigrateType.MOVABLE, ptype=PageType(ptype))
+            highest, mt = ZONE_MOVABLE, MigrateType.MOVABLE
+        pfn = self.pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt,
+                                      ptype=PageType(ptype))
         if pfn is None:
-            raise FaultOom()
+            if self.reclaim is None:
+                raise FaultOom()
+            pfn = self.reclaim.alloc_slow(proc, node=node, cpu=cpu, highest=highest, mt=mt,
+                                          ptype=PageType(ptype))
         return pfn
 
     def _new_anon(self, proc, va: int) -> int:
@@ -138,18 +162,11 @@ class Vmm:
         pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
                                       mt=MOVABLE, ptype=PT_ANON)
         if pfn is None:
-            raise FaultOom()
+            pfn = self._alloc(ANON, proc.cpu, proc.node, proc)
         self.ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
-        g = self.gauges[self.ft.pb_zone[pfn >> 9]]
-        g[PageStat.ANON] += 1
-        g[PageStat.INACTIVE_ANON] += 1
+        self.gauges[self.ft.pb_zone[pfn >> 9]][PageStat.ANON] += 1
+        self.lru.add(pfn)
         return pfn
-
-    def _free_anon(self, pfn: int) -> None:
-        g = self.gauges[self.ft.pb_zone[pfn >> 9]]
-        g[PageStat.ANON] -= 1
-        g[PageStat.INACTIVE_ANON] -= 1
-        self.pmm.free_page(pfn, cpu=0)
 
     # ------------------------------------------------------------------
     # page tables
@@ -258,6 +275,8 @@ class Vmm:
     def access(self, proc, va: int, write: bool) -> int:
         """Make the page at va accessible as a CPU access would, faulting if needed; its pfn."""
         mm = proc.mm
+        if mm.limit is not None:
+            return self._limited_access(proc, va, write)
         t = mm.leaf_cache.get(va >> 21) or self.leaf(mm, va)
         if t is not None:
             i = (va >> 12) & 511
@@ -278,6 +297,10 @@ class Vmm:
         """access() for each (va, write) in order, as a CPU running a program would: the
         present-entry fast path inline (the same as access()), any fault through fault()."""
         mm = proc.mm
+        if mm.limit is not None:
+            for va, write in zip(vas, writes):
+                self._limited_access(proc, va, write)
+            return
         flags = self.ft.flags
         accessed = P.ACCESSED
         written = P.ACCESSED | P.DIRTY | P.SOFT_DIRTY
@@ -331,9 +354,10 @@ class Vmm:
         elif e == 0:
             pfn = self._fault_none(proc, vma, va, t, i, write)
         else:
-            # PROT_NONE entries sit only in PROT_NONE VMAs, refused by the caller; swap
-            # entries arrive with the swap layer.
-            bug_on(True, "fault", f"entry {e:#018x} at {va:#x} in {vma!r}")
+            # PROT_NONE entries sit only in PROT_NONE VMAs, refused by the caller: a
+            # not-present entry here is a swap entry.
+            bug_on(e & P.PROTNONE, "fault", f"entry {e:#018x} at {va:#x} in {vma!r}")
+            pfn = self._swap_fault(proc, vma, va, t, i, e, write)
         return pfn
 
     def _pte_bits(self, vma: Vma, writable: bool, write: bool) -> int:
@@ -372,7 +396,11 @@ class Vmm:
             proc.minflt += 1
         how = ("write " if write else "read ") + ("major" if major else "shmem" if f.shmem else "file")
         if write and not vma.shared:                            # do_cow_fault
-            new = self._new_anon(proc, va)
+            self.pinned.add(pfn)
+            try:
+                new = self._new_anon(proc, va)
+            finally:
+                self.pinned.discard(pfn)
             self.ft.content[new] = self.ft.content[pfn]
             self._map_anon(mm, vma, t, i, new)
             self.trace.fault(proc.pid, va, how + " cow")
@@ -407,17 +435,24 @@ class Vmm:
         if pfn != NO_FRAME:
             return pfn, False
         ptype = SHMEM if f.shmem else FILE
-        pfn = self._alloc(ptype, proc.cpu, proc.node)
+        pfn = self._alloc(ptype, proc.cpu, proc.node, proc)
         self.ft.rmap[pfn] = (f.ino << RMAP_INDEX_BITS) | index
         g = self.gauges[self.ft.pb_zone[pfn >> 9]]
         g[PageStat.FILE] += 1
+        active = False
         if f.shmem:
             g[PageStat.SHMEM] += 1
-            g[PageStat.INACTIVE_ANON] += 1        # shmem is swap-backed: the anon LRU
         else:
-            g[PageStat.INACTIVE_FILE] += 1
             self.ft.content[pfn] = int(f.disk[index])
             self.events[VmEvent.PGPGIN] += PAGE // 1024
+            self.psi.stall(proc, self.psi.FILE_READ_US)
+            evicted = f.evicted_at(index)
+            if evicted is not None:                          # a refault of an evicted page
+                g[PageStat.WS_REFAULT_FILE] += 1
+                active = self._refault_active(evicted)
+                if active:
+                    g[PageStat.WS_ACTIVATE_FILE] += 1
+        self.lru.add(pfn, active)                            # shmem is swap-backed: anon lists
         f.cache[index] = pfn
         f.nr_cached += 1
         return pfn, not f.shmem
@@ -439,29 +474,51 @@ class Vmm:
             self.trace.fault(proc.pid, va, "write shared")
             return pfn
         ft = self.ft
-        if not e & P.SPECIAL and ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1:
+        if not e & P.SPECIAL and ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1 \
+                and self._can_reuse_swapcache(pfn):
             t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY      # wp_page_reuse
             self.events[VmEvent.PGREUSE] += 1
             self.trace.fault(proc.pid, va, "write reuse")
             return pfn
         self.trace.fault(proc.pid, va, "write cow")
-        new = self._new_anon(proc, va)                          # wp_page_copy
-        ft.content[new] = 0 if e & P.SPECIAL else ft.content[pfn]
-        if not e & P.SPECIAL:
-            self._unmap_frame(mm, pfn)
+        special = e & P.SPECIAL
+        if not special:
+            self.pinned.add(pfn)                        # the copy's source stays put
+        try:
+            new = self._new_anon(proc, va)              # wp_page_copy
+        finally:
+            self.pinned.discard(pfn)
+        e = t[i]
+        ft.content[new] = 0 if special else ft.content[pfn]
+        if not special:
+            self._unmap_frame(mm, pfn, e)
         self._map_anon(mm, vma, t, i, new)
         return new
 
-    def _unmap_frame(self, mm: AddressSpace, pfn: int) -> None:
-        """One PTE mapping pfn went away: mapcount, rss and gauges follow."""
+    def _can_reuse_swapcache(self, pfn: int) -> bool:
+        """A page in the swap cache may be written in place only if no swap entry still
+        holds its slot; it then leaves the swap cache (folio_free_swap)."""
+        if not self.ft.flags[pfn] & SWAPCACHE:
+            return True
+        word = self.ft.swp[pfn]
+        if self.swap.areas[word >> 27].count[word & ((1 << 27) - 1)] & 0x7FFF:
+            return False
+        self.swapcache_del(pfn)
+        return True
+
+    def _unmap_frame(self, mm: AddressSpace, pfn: int, e: int = 0) -> None:
+        """One PTE (entry e) mapping pfn went away: mapcount, rss and gauges follow."""
         ft = self.ft
         ptype = ft.flags[pfn] & TYPE_MASK
         ft.mapcount[pfn] -= 1
         left = ft.mapcount[pfn]
         if ptype == ANON:
             mm.rss_anon -= 1
+            if e & P.DIRTY and ft.flags[pfn] & SWAPCACHE:
+                ft.flags[pfn] |= PG_DIRTY               # newer than its slot
             if left == 0:
-                self._free_anon(pfn)
+                self._gauge(pfn, PageStat.ANON, -1)
+                self.release_unmapped_anon(pfn)
             return
         if ptype == SHMEM:
             mm.rss_shmem -= 1
@@ -538,18 +595,22 @@ class Vmm:
                 continue
             ents = view[nz]
             mapped = (ents & U64(P.P | P.PROTNONE)) != 0
-            if not mapped.all():
-                e = int(ents[np.argmin(mapped)])
-                bug_on(True, "zap", f"swap entry {e:#018x} before the swap layer exists")
             view[:] = 0
             cleared += nz.size
+            if not mapped.all():                                # swap entries: drop their slots
+                self._zap_swap(mm, ents[~mapped])
+                ents = ents[mapped]
             ents = ents[(ents & U64(P.SPECIAL)) == 0]           # the zero page: nothing to drop
             if not ents.size:
                 continue
             pfns = _pfns(ents)
             types = flags[pfns] & TYPE_MASK
-            for pfn in pfns[((ents & U64(P.DIRTY)) != 0) & (types == FILE)].tolist():
+            written = (ents & U64(P.DIRTY)) != 0
+            for pfn in pfns[written & (types == FILE)].tolist():
                 self._set_dirty(pfn)                            # a written file page: PG_dirty
+            swapcache = written & (types == ANON) & ((flags[pfns] & SWAPCACHE) != 0)
+            if swapcache.any():                                 # newer than its swap slot
+                flags[pfns[swapcache]] |= PG_DIRTY
             nr_anon = int(np.count_nonzero(types == ANON))
             nr_shmem = int(np.count_nonzero(types == SHMEM))
             mm.rss_anon -= nr_anon
@@ -573,13 +634,24 @@ class Vmm:
             gone = gone[anon]
             by_zone = np.bincount(pb_zone[gone >> 9], minlength=nr_zones)
             for z in np.flatnonzero(by_zone).tolist():
-                g = self.gauges[z]
-                g[PageStat.ANON] -= int(by_zone[z])
-                g[PageStat.INACTIVE_ANON] -= int(by_zone[z])
-            free_page = self.pmm.free_page
+                self.gauges[z][PageStat.ANON] -= int(by_zone[z])
+            release = self.release_unmapped_anon
             for pfn in gone.tolist():
-                free_page(pfn, cpu=0)
+                release(pfn)
+        if mm.limit is not None:
+            mm.limit.forget_range(start >> 12, (end + PAGE - 1) >> 12)
         return cleared
+
+    def _zap_swap(self, mm: AddressSpace, ents: np.ndarray) -> None:
+        """Swap entries cleared from a page table: each slot loses a reference."""
+        types = (ents >> U64(P.SWP_TYPE_SHIFT)).astype(np.int64)
+        bug_on(bool((types >= P.MAX_SWAPFILES).any()), "zap",
+               f"special swap-style entry {int(ents[np.argmax(types >= P.MAX_SWAPFILES)]):#018x}")
+        offs = ((~ents << U64(P.SWP_TYPE_BITS)) >> U64(P.SWP_OFFSET_SHIFT)).astype(np.int64)
+        put = self.swap.put
+        for t, off in zip(types.tolist(), offs.tolist()):
+            put(t, off)
+        mm.swap_ents -= ents.size
 
     # ------------------------------------------------------------------
     # mmap, munmap, mprotect, madvise, brk
@@ -705,21 +777,43 @@ class Vmm:
             pfn = int(f.cache[index])
             if self.ft.mapcount[pfn]:
                 continue
-            g = self.gauges[self.ft.pb_zone[pfn >> 9]]
-            g[PageStat.FILE] -= 1
-            if f.shmem:
-                g[PageStat.SHMEM] -= 1
-                g[PageStat.INACTIVE_ANON] -= 1
-            else:
-                g[PageStat.INACTIVE_FILE] -= 1
-                if self.ft.flags[pfn] & PG_DIRTY:          # write back before dropping
-                    f.disk[index] = self.ft.content[pfn]
-                    g[PageStat.FILE_DIRTY] -= 1
-                    f.nr_dirty -= 1
-                    self.events[VmEvent.PGPGOUT] += PAGE // 1024
-            f.cache[index] = NO_FRAME
-            f.nr_cached -= 1
-            self.pmm.free_page(pfn, cpu=0)
+            self.writeback(pfn)
+            self.remove_from_cache(pfn)
+
+    def writeback(self, pfn: int) -> bool:
+        """A dirty file page's content goes to its file (the page stays, clean). True if written."""
+        ft = self.ft
+        if ft.flags[pfn] & TYPE_MASK != FILE or not ft.flags[pfn] & PG_DIRTY:
+            return False
+        word = ft.rmap[pfn]
+        f = self.inodes[word >> RMAP_INDEX_BITS]
+        f.disk[word & ((1 << RMAP_INDEX_BITS) - 1)] = ft.content[pfn]
+        ft.flags[pfn] &= ~PG_DIRTY
+        self._gauge(pfn, PageStat.FILE_DIRTY, -1)
+        self._gauge(pfn, PageStat.WRITTEN, 1)
+        f.nr_dirty -= 1
+        self.events[VmEvent.PGPGOUT] += PAGE // 1024
+        return True
+
+    def remove_from_cache(self, pfn: int, shadow: bool = False) -> None:
+        """An unmapped, clean page-cache frame leaves the cache and is freed (with a shadow
+        of its eviction time when reclaim evicts it)."""
+        ft = self.ft
+        word = ft.rmap[pfn]
+        f = self.inodes[word >> RMAP_INDEX_BITS]
+        index = word & ((1 << RMAP_INDEX_BITS) - 1)
+        bug_on(ft.mapcount[pfn] or ft.flags[pfn] & PG_DIRTY, "pagecache",
+               f"pfn {pfn:#x} leaves the cache mapped or dirty")
+        g = self.gauges[ft.pb_zone[pfn >> 9]]
+        g[PageStat.FILE] -= 1
+        if f.shmem:
+            g[PageStat.SHMEM] -= 1
+        self.lru.delete(pfn)
+        f.cache[index] = NO_FRAME
+        f.nr_cached -= 1
+        if shadow:
+            f.set_evicted(index, self.eviction_clock)
+        self.pmm.free_page(pfn, cpu=0)
 
     @staticmethod
     def _mapped_range(mm: AddressSpace, what: str, start: int, length: int) -> int:
@@ -778,7 +872,8 @@ class Vmm:
                     t[i] = P.make_protnone(present)
                     continue
                 writable = vma.writable and not e & P.SPECIAL and (
-                    vma.shared or (ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1))
+                    vma.shared or (ft.flags[pfn] & TYPE_MASK == ANON and ft.mapcount[pfn] == 1
+                                   and not ft.flags[pfn] & SWAPCACHE))
                 t[i] = (pfn << 12) | (e & keep) | self._pte_bits(vma, writable, False)
 
     def madvise(self, proc, start: int, length: int, advice: str) -> int:
@@ -805,10 +900,16 @@ class Vmm:
             for k in np.flatnonzero(view):
                 i = lo + int(k)
                 e = t[i]
+                if not e & (P.P | P.PROTNONE):              # swapped out: dropped at once
+                    t[i] = 0
+                    self.swap.put(P.swp_type(e), P.swp_offset(e))
+                    mm.swap_ents -= 1
+                    continue
                 if not e & P.P or e & P.SPECIAL:
                     continue
                 pfn = (e & PFN_MASK) >> 12
-                if ft.flags[pfn] & TYPE_MASK != ANON or ft.mapcount[pfn] != 1:
+                if ft.flags[pfn] & TYPE_MASK != ANON or ft.mapcount[pfn] != 1 \
+                        or ft.flags[pfn] & SWAPCACHE:
                     continue
                 t[i] = e & ~(P.DIRTY | P.ACCESSED)
                 if not ft.flags[pfn] & LAZYFREE:
@@ -864,7 +965,15 @@ class Vmm:
                 continue
             ct = self.leaf(dst, base, alloc=True, cpu=child.cpu, node=child.node)
             ents = view[nz]
-            page = ((ents & U64(P.P | P.PROTNONE)) != 0) & ((ents & U64(P.SPECIAL)) == 0)
+            mapped = (ents & U64(P.P | P.PROTNONE)) != 0
+            if not mapped.all():                        # swap entries: the slot gains a holder
+                swp = ents[~mapped]
+                types = (swp >> U64(P.SWP_TYPE_SHIFT)).astype(np.int64).tolist()
+                offs = ((~swp << U64(P.SWP_TYPE_BITS)) >> U64(P.SWP_OFFSET_SHIFT)).astype(np.int64)
+                for st, off in zip(types, offs.tolist()):
+                    self.swap.dup(st, off)
+                dst.swap_ents += swp.size
+            page = mapped & ((ents & U64(P.SPECIAL)) == 0)
             pfns = _pfns(ents[page])
             if pfns.size:
                 uniq, cnt = np.unique(pfns, return_counts=True)
@@ -896,6 +1005,7 @@ class Vmm:
             self.uncharge(mm.committed, mm)
         self._free_tree(mm, mm.pgd, 0)
         proc.mm = None
+        self.unregister(proc)
 
     def _free_tree(self, mm: AddressSpace, pfn: int, level: int) -> None:
         t = self.tables[pfn]
@@ -969,6 +1079,14 @@ class Vmm:
         mm = proc.mm
         va = start & ~(PAGE - 1)
         n = 0
+        if mm.limit is not None:                   # one page at a time, past the policy
+            while va < end:
+                pfn = self._limited_access(proc, va, write)
+                if apply is not None:
+                    apply(va, [pfn])
+                va += PAGE
+                n += 1
+            return n
         while va < end:
             vma = mm.find(va)
             if vma is None or not vma.flags & (VM_WRITE if write else VM_READ | VM_WRITE):
@@ -983,11 +1101,21 @@ class Vmm:
             while va < stop:
                 nxt = min(stop, (va | 0x1FFFFF) + 1)
                 pfns = []
+                done = [0]
+                if apply is not None:
+                    def flush(va=va, pfns=pfns, done=done):
+                        # Pages accessed so far get their apply before reclaim may take one.
+                        k = done[0]
+                        if len(pfns) > k:
+                            apply(va + (k << 12), pfns[k:])
+                            done[0] = len(pfns)
+                    self.flush = flush
                 try:
                     self._access_table(proc, vma, va, nxt, write, pfns)
                 finally:
-                    if apply is not None and pfns:
-                        apply(va, pfns)
+                    self.flush = None
+                    if apply is not None and len(pfns) > done[0]:
+                        apply(va + (done[0] << 12), pfns[done[0]:])
                 n += len(pfns)
                 va = nxt
         return n
@@ -1054,8 +1182,8 @@ class Vmm:
                         pfn = zero_pfn
                         record(pid, at, "read zero")
                     minflt += 1
-                elif cow and e & P.P:                           # do_wp_page, private
-                    faults += 1
+                elif cow and e & P.P and not flags[(e & PFN_MASK) >> 12] & SWAPCACHE:
+                    faults += 1                                 # do_wp_page, private
                     pfn = (e & PFN_MASK) >> 12
                     if not e & P.SPECIAL and flags[pfn] & TYPE_MASK == ANON and mapcount[pfn] == 1:
                         t[i] = e | P.RW | P.ACCESSED | P.DIRTY | P.SOFT_DIRTY  # wp_page_reuse
@@ -1063,10 +1191,15 @@ class Vmm:
                         record(pid, at, "write reuse")
                     else:                                       # wp_page_copy
                         record(pid, at, "write cow")
-                        new = new_anon(proc, at)
+                        if not e & P.SPECIAL:
+                            self.pinned.add(pfn)
+                        try:
+                            new = new_anon(proc, at)
+                        finally:
+                            self.pinned.discard(pfn)
                         content[new] = 0 if e & P.SPECIAL else content[pfn]
                         if not e & P.SPECIAL:
-                            self._unmap_frame(mm, pfn)
+                            self._unmap_frame(mm, pfn, e)
                         t[i] = (new << 12) | anon_bits
                         mapcount[new] = 1
                         anon += 1

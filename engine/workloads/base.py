@@ -46,6 +46,7 @@ def parse_options(kind: str, spec: dict, opts: dict) -> dict:
 
 class Workload:
     kind = ""
+    compress_ratio = 3.0          # zswap: how well its anonymous pages compress
     summary = ""
     options: dict = {}
     has_program = True            # False: the process gets no text, data or stack (replay)

@@ -12,6 +12,7 @@ from .base import INT, SIZE, Workload
 
 class Batch(Workload):
     kind = "batch"
+    compress_ratio = 2.5          # mixed numeric working data
     summary = "forks workers= children; each allocates size=, works ~rate= ticks, exits"
     options = {"workers": (INT, 2, 1, 64), "size": (SIZE, 4 << 20, 4096, 1 << 36),
                "rate": (INT, 50, 1, 1 << 20)}
@@ -43,6 +44,7 @@ class Batch(Workload):
 class Worker(Workload):
     """One batch job (not spawned directly: the batch parent forks it)."""
     kind = "batch-worker"
+    compress_ratio = 2.5          # mixed numeric working data
     options = {}
 
     def __init__(self, size: int, ticks: int):

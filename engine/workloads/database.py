@@ -16,6 +16,7 @@ from ..vmm.vma import VM_READ, VM_WRITE
 
 class Database(Workload):
     kind = "database"
+    compress_ratio = 2.0          # packed rows and indexes compress less
     summary = "maps a size= data file shared; scans rate= pages a tick and updates some"
     options = {"size": (SIZE, 64 << 20, PAGE_SIZE, 1 << 40), "rate": (INT, 64, 1, 1 << 20)}
 

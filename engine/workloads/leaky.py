@@ -12,6 +12,7 @@ from ..errors import OutOfMemory
 
 class Leaky(Workload):
     kind = "leaky"
+    compress_ratio = 4.0          # leaked buffers are mostly zeros and patterns
     summary = "allocates size= bytes a tick, never frees (stops at limit=, if given)"
     options = {"size": (SIZE, 16 << 10, 1, 1 << 30), "limit": (SIZE, 0, 0, 1 << 40)}
 

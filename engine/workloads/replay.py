@@ -93,6 +93,7 @@ def _read_accesses(path: str, f, pages: list, writes: list) -> None:
 
 class Replay(Workload):
     kind = "replay"
+    compress_ratio = 2.5          # a traced program's data, unknown: a typical ratio
     summary = "plays a Valgrind Lackey trace (trace=PATH on the host), rate= accesses a tick"
     options = {"trace": (PATH, None, 0, 0), "rate": (INT, 1000, 1, 1 << 24)}
     has_program = False
@@ -103,6 +104,10 @@ class Replay(Workload):
         self.pos = 0
         self.done = False
         self.seen: set[int] = set()              # pages already found mapped (or mapped here)
+
+    def future(self) -> tuple[np.ndarray, int]:
+        """The page number of every access and how many were played (for OPT)."""
+        return self.pages >> np.uint64(12), self.pos
 
     def describe(self) -> str:
         return f"replay trace={self.opts['trace']} rate={self.opts['rate']} " \

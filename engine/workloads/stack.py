@@ -14,6 +14,7 @@ from ..units import PAGE_SIZE
 
 class Stack(Workload):
     kind = "stack"
+    compress_ratio = 3.0          # stack frames
     summary = "recursion: the stack depth wanders up to depth= and back"
     options = {"depth": (SIZE, 512 << 10, PAGE_SIZE, 7 << 20)}
 

@@ -22,6 +22,7 @@ OBJ_WEIGHTS = (20, 16, 14, 10, 10, 8, 6, 4, 2)
 
 class Web(Workload):
     kind = "web"
+    compress_ratio = 3.5          # text-heavy caches and buffers compress well
     summary = "a server: requests allocate and free small objects every tick; an LRU cache"
     options = {"rate": (INT, 8, 1, 10000), "size": (SIZE, 2 << 20, 0, 1 << 40)}
 
