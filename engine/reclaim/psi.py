@@ -2,8 +2,11 @@
 
 A task stalls on memory when it waits for it: direct reclaim, a swap-in from
 the device or zswap, a file page read back after reclaim dropped it. Each
-such wait adds simulated microseconds to the task's stall this tick (the
-costs below). At the end of every tick:
+such wait adds simulated microseconds to the task's stall (the costs
+below). A stall longer than a tick carries over: the task stays stalled for
+the ticks that follow, up to MAX_BACKLOG_US (commands run between ticks, so
+a `fill` that swaps for 3 s shows as 3 s of stall on the clock after it).
+At the end of every tick, with each task's stall this tick at most a tick:
 
     some  the time at least one non-idle task was stalled: the longest stall
     full  the time all non-idle tasks were stalled at once: the shortest
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 
 PSI_FREQ_US = 2_000_000
+MAX_BACKLOG_US = 10_000_000
 WINDOWS_S = (10, 60, 300)
 
 
@@ -31,7 +35,7 @@ class Psi:
 
     def __init__(self, tick_us: int):
         self.tick_us = tick_us
-        self.pending: dict[int, int] = {}       # pid -> stall (us) since the last tick
+        self.pending: dict[int, int] = {}       # pid -> stall (us) not yet accounted
         self.total = [0, 0]                     # some, full (us)
         self.avg = [[0.0] * 3, [0.0] * 3]
         self.period = [0, 0]                    # stall in the current 2 s period
@@ -40,7 +44,7 @@ class Psi:
 
     def stall(self, proc, us: int) -> None:
         if proc is not None and us > 0:
-            self.pending[proc.pid] = self.pending.get(proc.pid, 0) + us
+            self.pending[proc.pid] = min(MAX_BACKLOG_US, self.pending.get(proc.pid, 0) + us)
 
     def tick(self, ran: set[int]) -> None:
         """Account one tick; ran holds the pids that were runnable this tick."""
@@ -51,7 +55,7 @@ class Psi:
             some = max(stalls.values())
             nonidle = ran | stalls.keys()
             full = min(stalls.get(pid, 0) for pid in nonidle)
-            self.pending.clear()
+            self.pending = {pid: us - cap for pid, us in self.pending.items() if us > cap}
         for k, v in ((0, some), (1, full)):
             self.total[k] += v
             self.period[k] += v

@@ -16,7 +16,9 @@ import numpy as np
 from . import pte as P
 from .mm import PAGE
 from .process import Process
-from ..pmm.frames import BUDDY, DIRTY as PG_DIRTY, LAZYFREE, TYPE_MASK, PageType
+from ..pmm.frames import (ACTIVE as PG_ACTIVE, BUDDY, DIRTY as PG_DIRTY, LAZYFREE, LRU as PG_LRU,
+                          REFERENCED as PG_REFERENCED, SWAPCACHE as PG_SWAPCACHE, TYPE_MASK,
+                          PageType)
 
 PSS_SHIFT = 12
 U64 = np.uint64
@@ -237,8 +239,26 @@ def pte_dump(m, p: Process) -> PteDump:
             none_means = "shared memory page, zero until written"
         else:
             none_means = f"read from {v.file.path} at offset {v.pgoff * PAGE:#x} + (va - start)"
-        rows.append((vma_view(m, mm, v, False), none_means, vas, ents, types))
+        rows.append((vma_view(m, mm, v, False), none_means, vas, ents, types,
+                     _swap_notes(m, ents[~mapped])))
     return PteDump(mm.pgd, tuple(tables), tuple(rows))
+
+
+def _swap_notes(m, ents: np.ndarray) -> dict:
+    """entry -> where its page is: zswap, the swap cache (which frame), or the device."""
+    notes = {}
+    for e in ents.tolist():
+        t, off = P.swp_type(e), P.swp_offset(e)
+        area = m.swap.areas[t] if t < len(m.swap.areas) else None
+        if area is None or off > area.nr_slots:
+            continue
+        if area.cache[off]:
+            notes[e] = f"in the swap cache at pfn {area.cache[off] - 1:#x}"
+        elif area.zsize[off]:
+            notes[e] = f"zswap, {area.zsize[off] - 1} bytes compressed"
+        else:
+            notes[e] = f"on {area.name}"
+    return notes
 
 
 def _collect_tables(m, pfn: int, level: int, va: int, out: list) -> None:
@@ -309,8 +329,8 @@ def kpagecount(m, first_pfn: int, count: int) -> bytes:
     return m.ft.mapcount_np()[first_pfn:end].astype(U64).tobytes()
 
 
-KPF_REFERENCED, KPF_UPTODATE, KPF_DIRTY, KPF_LRU = 2, 3, 4, 5
-KPF_BUDDY, KPF_MMAP, KPF_ANON, KPF_SWAPBACKED = 10, 11, 12, 14
+KPF_REFERENCED, KPF_UPTODATE, KPF_DIRTY, KPF_LRU, KPF_ACTIVE = 2, 3, 4, 5, 6
+KPF_BUDDY, KPF_MMAP, KPF_ANON, KPF_SWAPCACHE, KPF_SWAPBACKED = 10, 11, 12, 13, 14
 KPF_NOPAGE, KPF_ZERO_PAGE, KPF_PGTABLE, KPF_RESERVED = 20, 24, 26, 32
 
 
@@ -333,7 +353,10 @@ def kpageflags(m, first_pfn: int, count: int) -> bytes:
     bit((flags & BUDDY) != 0, KPF_BUDDY)
     bit(ptype == PageType.PAGETABLE, KPF_PGTABLE)
     bit(user, KPF_UPTODATE)
-    bit(user, KPF_LRU)
+    bit((flags & PG_LRU) != 0, KPF_LRU)
+    bit((flags & PG_ACTIVE) != 0, KPF_ACTIVE)
+    bit((flags & PG_REFERENCED) != 0, KPF_REFERENCED)
+    bit((flags & PG_SWAPCACHE) != 0, KPF_SWAPCACHE)
     bit(user & (mc > 0), KPF_MMAP)
     bit(ptype == PageType.ANON, KPF_ANON)
     bit((ptype == PageType.ANON) & ((flags & LAZYFREE) == 0), KPF_SWAPBACKED)

@@ -210,7 +210,7 @@ def show_pte(m, pid: int) -> str:
     for level, va, pfn in d.tables:
         out.append(f"#   {level} {va:016x} pfn {pfn:#x}\n")
     zero = m.vmm.zero_pfn
-    for view, none_means, vas, ents, types in d.vmas:
+    for view, none_means, vas, ents, types, notes in d.vmas:
         present = int(((ents & np.uint64(P.P | P.PROTNONE)) != 0).sum())
         pages = (view.end - view.start) // PAGE_SIZE
         out.append(f"{view.start:012x}-{view.end:012x} {view.perms} {view.path or '[anon]'}: "
@@ -225,6 +225,8 @@ def show_pte(m, pid: int) -> str:
                 if state == "present" and writable_private and not e & P.RW:
                     kind += " cow"
                 out.append(f"  {va:012x} {e:016x} {state} {detail} {kind} {_flags_text(e)}\n")
+            elif e in notes:
+                out.append(f"  {va:012x} {e:016x} {state} {detail}: {notes[e]}\n")
             else:
                 out.append(f"  {va:012x} {e:016x} {state} {detail}\n")
     return "".join(out)
