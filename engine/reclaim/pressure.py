@@ -5,7 +5,7 @@ processes (a driver, a burst of kernel allocations, another tenant) wants
 SIZE of RAM for N ticks. The kernel first tells every process memory is low
 (the notification is handled on each process's next run: its heap
 scavenges), then from the next tick the squeeze takes its pages, at most a
-tenth of them a tick, through the same allocator as everyone (kswapd,
+tenth of them a tick (at most 64 MiB), through the same allocator as everyone (kswapd,
 direct reclaim, the OOM killer). N ticks after it started it lets go of
 everything. What the processes gave back when notified is used before
 anything has to be swapped.
@@ -26,6 +26,7 @@ from ..pmm.zone import ZONE_NORMAL
 from ..vmm.vmm import FaultOom
 from .swap import COUNT_MASK
 
+MAX_RATE = 16384              # pages a squeeze takes at most in one tick (64 MiB)
 PREFETCH_BATCH = 32
 PREFETCH_SCAN = 4096
 SQUEEZE_PID = 0               # the squeeze's stalls are accounted to "no process" (pid 0)
@@ -37,7 +38,7 @@ class Squeeze:
         self.ticks = ticks
         self.start = start
         self.frames = array("I")
-        self.rate = -(-pages // min(ticks, 10))
+        self.rate = min(-(-pages // min(ticks, 10)), MAX_RATE)
         self.gave_up = False
 
 

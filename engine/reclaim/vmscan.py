@@ -31,7 +31,8 @@ down to 0 until enough was reclaimed.
 
 kswapd: when a zone falls below its low watermark, reclaim on its node until
 every zone is above high (at most KSWAPD_BATCH pages a tick, so a tick stays
-bounded). Direct reclaim: an allocation that found every zone at min
+bounded); after MAX_RECLAIM_RETRIES runs in a row that freed nothing it
+leaves the node alone until a direct reclaim succeeds there. Direct reclaim: an allocation that found every zone at min
 reclaims SWAP_CLUSTER_MAX pages itself and retries (allocstall, and the
 process stalls: PSI), up to MAX_RECLAIM_RETRIES times without progress;
 then the OOM killer.
@@ -72,7 +73,9 @@ class Reclaimer:
         self.lru = machine.vmm.lru
         self.events = machine.events
         self.kswapd_active = [False] * len(machine.node_zones)
-        self.last_run = {"kswapd": 0, "direct": 0}
+        # Runs in a row that reclaimed nothing; at MAX_RECLAIM_RETRIES kswapd gives the node
+        # up until a direct reclaim frees something there (pgdat->kswapd_failures).
+        self.kswapd_failures = [0] * len(machine.node_zones)
 
     # ------------------------------------------------------------------
     # the allocation slow path
@@ -91,8 +94,11 @@ class Reclaimer:
         for _ in range(MAX_RECLAIM_RETRIES):
             got = 0
             for n in nodes:
-                got += self.shrink_node(n, SWAP_CLUSTER_MAX, direct=True, highest=highest,
-                                        proc=proc)
+                freed = self.shrink_node(n, SWAP_CLUSTER_MAX, direct=True, highest=highest,
+                                         proc=proc)
+                if freed:
+                    self.kswapd_failures[n] = 0
+                got += freed
                 if got >= SWAP_CLUSTER_MAX:
                     break
             pfn = pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype)
@@ -124,7 +130,7 @@ class Reclaimer:
         """The background task: each node below its low watermark is balanced to high."""
         for node, zones in enumerate(self.m.node_zones):
             zones = [z for z in zones if z.managed_pages]
-            if not zones:
+            if not zones or self.kswapd_failures[node] >= MAX_RECLAIM_RETRIES:
                 continue
             if not self.kswapd_active[node]:
                 if not any(z.free_pages < z.wmark_low for z in zones):
@@ -141,7 +147,9 @@ class Reclaimer:
                                        direct=False, highest=NR_ZONES - 1, proc=None)
                 if got == 0:
                     self.kswapd_active[node] = False   # nothing reclaimable: sleep
+                    self.kswapd_failures[node] += 1
                     break
+                self.kswapd_failures[node] = 0
                 budget -= got
 
     # ------------------------------------------------------------------

@@ -445,9 +445,10 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin):
         else:
             self.ft.content[pfn] = int(f.disk[index])
             self.events[VmEvent.PGPGIN] += PAGE // 1024
-            self.psi.stall(proc, self.psi.FILE_READ_US)
             evicted = f.evicted_at(index)
             if evicted is not None:                          # a refault of an evicted page
+                # Only a refault is a memory stall (a first read is plain I/O), as in PSI.
+                self.psi.stall(proc, self.psi.FILE_READ_US)
                 g[PageStat.WS_REFAULT_FILE] += 1
                 active = self._refault_active(evicted)
                 if active:
