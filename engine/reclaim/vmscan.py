@@ -176,10 +176,12 @@ class Reclaimer:
                 want = scan[kind]
                 if not want:
                     continue
+                # Like shrink_lruvec: work in batches and stop once enough is reclaimed.
+                left = nr_to_reclaim - reclaimed
                 if self._inactive_is_low(sizes[inactive], sizes[active]):
-                    self.shrink_active(node, active, want)
+                    self.shrink_active(node, active, min(want, max(SWAP_CLUSTER_MAX, 2 * left)))
                 got, seen = self.shrink_inactive(node, inactive, want, direct=direct,
-                                                 highest=highest)
+                                                 highest=highest, enough=left)
                 reclaimed += got
                 scanned += seen
                 if reclaimed >= nr_to_reclaim:
@@ -234,15 +236,19 @@ class Reclaimer:
             self.events[VmEvent.PGDEACTIVATE] += 1
 
     def shrink_inactive(self, node: int, lru_id: int, nr: int, *, direct: bool,
-                        highest: int) -> tuple[int, int]:
-        """Scan nr pages from the inactive list's tail. Returns (reclaimed, scanned)."""
+                        highest: int, enough: int | None = None) -> tuple[int, int]:
+        """Scan up to nr pages from the inactive list's tail, stopping at the end of the
+        SWAP_CLUSTER_MAX batch in which `enough` pages were reclaimed. Returns (reclaimed,
+        scanned)."""
         lru, vmm, ft = self.lru, self.vmm, self.ft
         flags = ft.flags
         pinned = vmm.pinned
         file = lru_id == INACTIVE_FILE
         ev = self.events
         reclaimed = scanned = 0
-        for _ in range(nr):
+        for k in range(nr):
+            if enough is not None and reclaimed >= enough and k % SWAP_CLUSTER_MAX == 0:
+                break
             pfn = lru.oldest(node, lru_id)
             if pfn == NIL:
                 break

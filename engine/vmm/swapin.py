@@ -159,7 +159,8 @@ class SwapInMixin:
 
     def _readahead(self, proc, area, off: int) -> None:
         """swap_cluster_readahead: the in-use slots around off, aligned to 2^page-cluster,
-        while memory is plentiful (readahead never reclaims)."""
+        from free memory only: readahead never reclaims (nor takes a zone's last frames
+        above min; kswapd refills what it used)."""
         win = 1 << self.page_cluster
         if win <= 1:
             return
@@ -169,7 +170,7 @@ class SwapInMixin:
         for s in range(max(1, start), min(area.nr_slots + 1, start + win)):
             if s == off or area.cache[s] or area.zsize[s] or not area.count[s] & COUNT_MASK:
                 continue
-            if zone.free_pages <= zone.wmark_high:
+            if zone.free_pages <= zone.wmark_min + win:
                 return
             pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
                                           mt=MigrateType.MOVABLE, ptype=PageType.ANON)
