@@ -241,7 +241,6 @@ class Reclaimer:
         SWAP_CLUSTER_MAX batch in which `enough` pages were reclaimed. Returns (reclaimed,
         scanned)."""
         lru, vmm, ft = self.lru, self.vmm, self.ft
-        flags = ft.flags
         pinned = vmm.pinned
         file = lru_id == INACTIVE_FILE
         ev = self.events

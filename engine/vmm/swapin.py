@@ -92,7 +92,6 @@ class SwapInMixin:
 
     def _swap_fault(self, proc, vma, va: int, t, i: int, e: int, write: bool) -> int:
         ft = self.ft
-        mm = proc.mm
         swp_type, off = P.swp_type(e), P.swp_offset(e)
         bug_on(swp_type >= P.MAX_SWAPFILES or swp_type >= len(self.swap.areas)
                or self.swap.areas[swp_type] is None, "fault",
@@ -112,12 +111,7 @@ class SwapInMixin:
             how = "zswap" if zswapped else "major"
             if not zswapped:
                 self._readahead(proc, area, off)
-        if ft.mapcount[pfn] == 0:
-            self._gauge(pfn, PageStat.ANON, 1)
-        ft.mapcount[pfn] += 1
-        ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
-        mm.rss_anon += 1
-        mm.swap_ents -= 1
+        self._map_swapped(proc, va, pfn)
         vma.has_anon = True
         self.swap.put(swp_type, off)
         exclusive = not area.count[off] & COUNT_MASK and ft.mapcount[pfn] == 1
@@ -129,6 +123,18 @@ class SwapInMixin:
         if write and not writable:
             return self._wp_fault(proc, vma, va, t, i, t[i])
         return pfn
+
+    def _map_swapped(self, proc, va: int, pfn: int) -> None:
+        """A swap entry of proc at va gives way to frame pfn (the caller writes the PTE and
+        drops the slot reference): map count, owner, rss and swap counts follow."""
+        ft = self.ft
+        mm = proc.mm
+        if ft.mapcount[pfn] == 0:
+            self._gauge(pfn, PageStat.ANON, 1)
+        ft.mapcount[pfn] += 1
+        ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
+        mm.rss_anon += 1
+        mm.swap_ents -= 1
 
     def _swapin_read(self, proc, area, off: int) -> int:
         """Read slot off into a new frame in the swap cache (from zswap or the device)."""
@@ -258,14 +264,8 @@ class SwapInMixin:
         for proc, va, t, i in entries:
             off = P.swp_offset(t[i])
             pfn = area.cache[off] - 1
-            mm = proc.mm
-            vma = mm.find(va)
-            if ft.mapcount[pfn] == 0:
-                self._gauge(pfn, PageStat.ANON, 1)
-            ft.mapcount[pfn] += 1
-            ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
-            mm.rss_anon += 1
-            mm.swap_ents -= 1
+            vma = proc.mm.find(va)
+            self._map_swapped(proc, va, pfn)
             e = ((pfn << 12) | self._pte_bits(vma, False, False)) & ~P.ACCESSED   # unuse_pte: old
             t[i] = e if vma.flags & PROT_BITS else P.make_protnone(e)
             area.count[off] -= 1

@@ -17,8 +17,6 @@ from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
 from .vmm import FaultOom, Segv, fill_value
 from ..errors import EngineError, Fault, InvalidArgument, NoSuchProcess, OutOfMemory
 from ..heap.calls import HeapCalls, locked
-from ..stats import VmEvent
-from ..units import KiB
 
 MAX_PROCESSES = 32768
 
