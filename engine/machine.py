@@ -84,6 +84,7 @@ class Machine:
         self.vmm.commit_policy = self._commit_allowed
         self.vmm.trace = self.trace
         self.vmm.swap = self.swap
+        self.swap.orphan = self.vmm.free_orphan_cache
         self.psi = Psi(cfg.clock.tick_ms * 1000)
         self.vmm.psi = self.psi
         self.oom = OomKiller(self)
@@ -244,8 +245,9 @@ class Machine:
         if size // PAGE_SIZE - 1 > SWAP_MAX_SLOTS:
             raise InvalidArgument(f"swapon: at most {fmt_size((SWAP_MAX_SLOTS + 1) * PAGE_SIZE)} "
                                   f"per area")
-        if priority is not None and not -1 <= priority <= 32767:
-            raise InvalidArgument(f"swapon: prio={priority} must be between -1 and 32767")
+        if priority is not None and not 0 <= priority <= 32767:
+            raise InvalidArgument(f"swapon: prio={priority} must be between 0 and 32767 "
+                                  f"(leave it out for the next default, negative, priority)")
         with self.mu:
             if self.swap.by_name(name) is not None:
                 raise Busy(f"swapon: {name} is already in use as swap")

@@ -43,7 +43,10 @@ class Squeeze:
 
 
 class _Pid0:
+    """Who allocates for the squeeze: no simulated process (kmsg calls it "pressure")."""
     pid = SQUEEZE_PID
+    comm = "pressure"
+    oom_score_adj = 0
 
 
 class Pressure:

@@ -106,6 +106,9 @@ class SwapSystem:
         self.events = events
         self.ft = ft
         self.zswap: zsw.Zswap | None = None      # set by Machine
+        # orphan(area, off): the last entry holding a slot went while its page is in the
+        # swap cache; the VMM frees the page if no one maps it (free_swap_and_cache).
+        self.orphan = None
         self._rr = 0                            # round robin among equal priorities
         self._next_prio = DEFAULT_PRIO_START
 
@@ -132,7 +135,14 @@ class SwapSystem:
         return area
 
     def remove_area(self, area: SwapArea) -> None:
+        """swapoff: a default (negative) priority is given back, as Linux's least_priority:
+        the areas numbered after it move up by one."""
         self.areas[area.type] = None
+        if area.priority < 0:
+            for a in self.active():
+                if a.priority < area.priority:
+                    a.priority += 1
+            self._next_prio += 1
         while self.areas and self.areas[-1] is None:
             self.areas.pop()
 
@@ -182,6 +192,8 @@ class SwapSystem:
         a.count[off] = c
         if c == 0:
             self.discard(a, off)
+        elif c == HAS_CACHE and self.orphan is not None:
+            self.orphan(a, off)               # only the swap cache holds it now
 
     def discard(self, a: SwapArea, off: int) -> None:
         """Nothing references the slot: drop its zswap copy and free it."""

@@ -70,6 +70,13 @@ class SwapInMixin:
         if c == 0:
             self.swap.discard(area, off)
 
+    def free_orphan_cache(self, area, off: int) -> None:
+        """No swap entry holds the slot any more: a swap-cache page nobody maps goes, and its
+        slot with it (free_swap_and_cache)."""
+        pfn = area.cache[off] - 1
+        if pfn >= 0 and not self.ft.mapcount[pfn] and pfn not in self.pinned:
+            self.free_anon_frame(pfn)
+
     def free_anon_frame(self, pfn: int) -> None:
         """An anonymous frame no entry maps any more goes back to the allocator."""
         self.lru.delete(pfn)

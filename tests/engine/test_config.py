@@ -168,7 +168,8 @@ def test_hotplug_block_size_must_be_a_power_of_two(config_error):
 
 
 def test_swap_area_listed_twice_is_rejected(config_error):
-    text = SMALL + "  - {name: /dev/vdb, size: 64M}\n"
+    text = edit("  - {name: /dev/vdb, size: 128M}\n",
+                "  - {name: /dev/vdb, size: 128M}\n  - {name: /dev/vdb, size: 64M}\n")
     assert_path(config_error(text), "swap[1].name")
 
 

@@ -29,7 +29,7 @@ def logged(m, text: str) -> str:
 
 def entry(m, pid, va):
     """The raw PTE mapping va in pid (0 when none), from the pte dump."""
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
+    for _, _, vas, ents, *_ in m.pte_dump(pid).vmas:
         for v, e in zip(vas.tolist(), ents.tolist()):
             if v == va:
                 return e

@@ -317,7 +317,7 @@ class VmmModel(RuleBasedStateMachine):
         assert m.pids()[1:] == sorted(self.procs)
         for pid, p in self.procs.items():
             present = set()
-            for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
+            for _, _, vas, ents, *_ in m.pte_dump(pid).vmas:
                 present.update(int(va) >> 12 for va, e in zip(vas, ents) if int(e) & P.P)
             for vpn, pg in p.pages.items():
                 if not readable(pg.prot):

@@ -22,7 +22,7 @@ def event(m, name) -> int:
 def ptes(m, pid) -> dict:
     """va -> raw entry of every non-none PTE of pid."""
     out = {}
-    for _, _, vas, ents, _ in m.pte_dump(pid).vmas:
+    for _, _, vas, ents, *_ in m.pte_dump(pid).vmas:
         out.update(zip(vas.tolist(), ents.tolist()))
     return out
 

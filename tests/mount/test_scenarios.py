@@ -10,7 +10,9 @@ demand_paging.sh on the small machine, figures worked out by hand:
   and 2048 frames: VmRSS 4 -> 8196, VmPTE 24 -> 32, MemFree 55268 -> 55268 - 8192 - 8 = 47068.
   kill gives everything back: 55300.
 """
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scripts" / "scenarios"
@@ -94,3 +96,40 @@ def test_heap_scavenge_scenario_on_the_small_machine(small):
 
     r = run("heap_scavenge.sh", small.path / "5000001")
     assert r.returncode == 2 and "not a mounted memfs machine" in r.stderr
+
+
+def test_swap_oom_scenario_on_the_small_machine(small):
+    """swap_oom.sh: db writes 55300 kB rounded up to MiB plus 8 MiB = 63 MiB, more than
+    RAM, so swap is used; leak then writes 128 MiB (as much as swap) and is killed, the
+    only process the OOM killer may choose once db is at -1000."""
+    bindir = Path(sys.executable).parent              # where the memfs command is installed
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(["bash", str(SCENARIOS / "swap_oom.sh"), str(small.path)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert "WRONG" not in r.stdout and out[-1] == "swap_oom: every figure as expected"
+    assert out[0] == "swap_oom: 55300 kB of RAM, 131068 kB of swap"
+    step1 = out.index("1. spawn db (pid 5000002), mmap 63M at 0x7ffff40ff000 and write every "
+                      "page: more than RAM")
+    free_swap = next(ln for ln in out[step1:] if ln.startswith("   Swap:")).split()
+    assert int(free_swap[1]) == 131068 and int(free_swap[2]) > 0, "free shows the swap used"
+    used = next(ln for ln in out if ln.startswith("   ok: swap used = "))
+    assert int(used.split()[-2]) == int(free_swap[2])
+    some = next(ln for ln in out if ln.startswith("   some avg10="))
+    assert int(some.rsplit("total=", 1)[1]) > 0
+    assert out.count("   ok: pages that differ from what db wrote = 0") == 2
+    assert "5. spawn leak (pid 5000003), mmap 128M at 0x7fffeffff000 and write every page: RAM " \
+           "and swap run out" in out
+    assert any(ln.endswith("Tasks state (memory values in pages):") for ln in out)
+    killed = [ln for ln in out if "Out of memory: Killed process" in ln]
+    assert len(killed) == 1 and "Out of memory: Killed process 5000003 (leak) " in killed[0]
+    assert "   ok: oom_kill = 1" in out and "   ok: leak (5000003) is gone" in out
+    assert small.pids() == {5000001}, "the scenario's processes are gone"
+    assert small.read("clock").splitlines()[1] == "state paused"
+
+
+def test_swap_oom_scenario_refuses_a_directory_that_is_not_a_machine(tmp_path):
+    r = run("swap_oom.sh", tmp_path)
+    assert r.returncode == 2
+    assert "not a mounted memfs machine" in r.stderr
