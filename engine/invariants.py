@@ -41,14 +41,49 @@ And of its virtual memory (the Vmm and the task table):
   is mapped only read-only with SPECIAL, and SPECIAL maps nothing else;
 - ANON frames carry their owner's anon family and virtual page in rmap;
   every frame's mapcount equals the PTEs (present or PROT_NONE, not SPECIAL)
-  that map it, and every ANON frame is mapped at least once;
+  that map it, and an ANON frame no PTE maps is in the swap cache;
 - every FILE/SHMEM frame is exactly one cache slot of exactly one file in
   vmm.inodes (rmap names that slot) and every slot holds such a frame; the
   files' nr_cached, nr_dirty and maps (VMAs holding them) are right; no
   shared-memory object outlives its last mapping;
 - each address space's rss_anon/rss_file/rss_shmem, swap_ents and pt_pages
-  equal what its page tables hold;
-- the per-zone page gauges equal the frames by type, mapping and dirtiness;
+  equal what its page tables hold; a swap entry names a slot (1..nr_slots)
+  of an active area;
+- the per-zone page gauges equal the frames by type, mapping, dirtiness and
+  swap cache (nr_anon_pages counts the ANON frames some PTE maps);
+- DIRTY sits only on page-cache frames and on swap-cache frames (newer than
+  their slot), LAZYFREE only on ANON frames.
+
+And of swap (engine/reclaim), area by area and slot by slot:
+
+- every SWAPCACHE frame is ANON, its swp names a slot of an active area
+  whose cache entry is that frame and whose count has HAS_CACHE; every slot
+  with a cache entry names such a frame; frames outside the cache have no
+  swp; a clean swap-cache frame (no DIRTY, mapped by no dirty PTE) holds
+  exactly its slot's data;
+- each slot's reference count is the number of swap entries, over every
+  process's page tables, that name it; HAS_CACHE iff it has a cache entry;
+  the free stack holds each slot nothing references, once, never slot 0
+  (the header); used_slots agrees;
+- only used slots have a zswap copy; in_zswap, zswap's stored_pages,
+  same_filled and pool_bytes add up over the slots; the pool holds exactly
+  ceil(pool_bytes / 4096) KERNEL frames, none also held by a memory squeeze.
+
+And of the LRU lists (engine/reclaim/lru.py):
+
+- every ANON, FILE and SHMEM frame carries LRU and is on exactly the list
+  its flags and type name (anon lists for ANON and SHMEM, ACTIVE for the
+  active ones) of its own node; no other frame carries LRU, ACTIVE,
+  REFERENCED or SWAPCACHE; each list's back links mirror its forward links
+  (no cycle), its tail is its last frame; frames on no list keep no links;
+- the per-zone gauges nr_zone_{in,}active_{anon,file} equal the frames of
+  that zone on each list.
+
+And of the address spaces' helpers:
+
+- each leaf_cache entry is the PTE table a walk from the PGD finds;
+- a resident-set limit's policy holds only resident pages (a CLOCK circle
+  exactly those, its hand on the circle).
 - Committed_AS equals the address spaces' VM_ACCOUNT pages plus what live
   shared-memory objects are charged, and each mm.committed its VM_ACCOUNT pages;
 - every frame has exactly one owner: RESERVED frames are exactly the boot
@@ -72,19 +107,25 @@ And of every process's heap (engine/heap), pool by pool:
   its segment: the heap never hands out memory it does not own;
 - mmapped blocks are page aligned and lie inside the process's VMAs.
 
-It is O(frames), vectorised with NumPy (the list walk is O(free blocks) in
-Python, the page-table walk O(tables)), and never runs on an engine path:
-tests call it. It never changes the machine.
+It is O(frames), vectorised with NumPy (the free-list walk is O(free blocks)
+in Python, the LRU walk O(user frames), the page-table walk O(tables), the
+slot checks O(swap slots)), and never runs on an engine path: tests call it.
+It never changes the machine.
 """
 from __future__ import annotations
+
+from array import array
 
 import numpy as np
 
 from .errors import InternalError
 from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
-from .pmm.frames import (BUDDY, DIRTY, LAZYFREE, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS, ORDER_MASK,
-                         ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, RMAP_INDEX_BITS, TYPE_MASK, MigrateType,
-                         PageType)
+from .pmm.frames import (ACTIVE, BUDDY, DIRTY, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
+                         ORDER_MASK, ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, REFERENCED, RMAP_INDEX_BITS,
+                         SWAPCACHE, TYPE_MASK, MigrateType, PageType)
+from .pmm.zone import NR_ZONES
+from .reclaim.lru import GAUGE as LRU_GAUGE, LRU_NAMES, NR_LRU
+from .reclaim.swap import COUNT_MASK, HAS_CACHE, SWP_OFFSET_BITS
 from .stats import PageStat
 from .vmm import pte as P
 from .vmm.files import NO_FRAME
@@ -98,6 +139,8 @@ ANON = int(PageType.ANON)
 FILE = int(PageType.FILE)
 SHMEM = int(PageType.SHMEM)
 PAGETABLE = int(PageType.PAGETABLE)
+KERNEL = int(PageType.KERNEL)
+SLOT_MASK = (1 << SWP_OFFSET_BITS) - 1
 U64 = np.uint64
 
 
@@ -479,15 +522,24 @@ def _check_vmm(machine, flags: np.ndarray) -> None:
     for p, mm in spaces:
         _check_vmas(machine, p, mm)
     leaves = _walk_page_tables(machine, flags, spaces)
-    mapped_pfns, private_rw = [], []
+    mapped_pfns, private_rw, swap_keys, dirty_pfns = [], [], [], []
     for (p, mm), tables in zip(spaces, leaves):
-        pfns, rw = _check_entries(machine, flags, p, mm, tables)
+        pfns, rw, keys, dirty = _check_entries(machine, flags, p, mm, tables)
         mapped_pfns.append(pfns)
         private_rw.append((p, rw))
+        swap_keys.append(keys)
+        dirty_pfns.append(dirty)
     _check_mapcounts(machine, flags, mapped_pfns, private_rw)
     _check_page_cache(machine, flags, spaces)
+    _check_swap(machine, flags, _cat(swap_keys), _cat(dirty_pfns))
+    _check_lru(machine, flags)
     _check_vmm_gauges(machine, flags)
     _check_commit(machine, spaces)
+    _check_limits(machine, spaces)
+
+
+def _cat(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _address_spaces(machine) -> list:
@@ -623,7 +675,7 @@ def _check_entries(machine, flags: np.ndarray, p, mm, tables):
         if mm.rss or mm.swap_ents:
             _fail(f"{_who(p)}: rss says anon {mm.rss_anon} file {mm.rss_file} shmem "
                   f"{mm.rss_shmem} swap {mm.swap_ents}, its page tables map nothing")
-        return none, none
+        return none, none, none, none
 
     def bad_entry(mask, what):
         i = _first(mask)
@@ -660,9 +712,14 @@ def _check_entries(machine, flags: np.ndarray, p, mm, tables):
                            f"machine has {len(areas)} swap types")
         slots = np.array([d.nr_slots + 1 if d is not None else 0 for d in areas] or [0],
                          dtype=np.int64)
-        bad = swapped & (offsets >= slots[np.where(swapped, types, 0)])
+        bad = swapped & (slots[np.where(swapped, types, 0)] == 0)
         if bad.any():
-            bad_entry(bad, "points past the end of its swap area")
+            bad_entry(bad, f"names swap type {int(types[_first(bad)])}, which is no active area "
+                           f"(swapped off)")
+        bad = swapped & ((offsets < 1) | (offsets >= slots[np.where(swapped, types, 0)]))
+        if bad.any():
+            bad_entry(bad, f"names slot {int(offsets[_first(bad)])}, outside its swap area's "
+                           f"slots (1 to the last; slot 0 is the header)")
     nr_swap = int(np.count_nonzero(swapped))
     if mm.swap_ents != nr_swap:
         _fail(f"{_who(p)}: swap_ents says {mm.swap_ents}, its page tables hold {nr_swap} "
@@ -767,7 +824,12 @@ def _check_entries(machine, flags: np.ndarray, p, mm, tables):
         if have != counted:
             _fail(f"{_who(p)}: {name} says {have}, its page tables map {counted} "
                   f"{PageType(kind).name} frames")
-    return pfns[page], pfns[page & present & rw & ~shared_vma]
+    # swap entries as slot keys (type << SWP_OFFSET_BITS | offset), for the slot counts
+    keys = none
+    if swapped.any():
+        keys = (types[swapped] << SWP_OFFSET_BITS) | offsets[swapped]
+    written = page & ((ents & U64(P.DIRTY)) != 0)
+    return pfns[page], pfns[page & present & rw & ~shared_vma], keys, pfns[written]
 
 
 def _check_mapcounts(machine, flags: np.ndarray, mapped_pfns, private_rw) -> None:
@@ -781,9 +843,10 @@ def _check_mapcounts(machine, flags: np.ndarray, mapped_pfns, private_rw) -> Non
         pfn = _first(wrong)
         _fail(f"pfn {pfn:#x} ({PageType(int(flags[pfn] & TYPE_MASK)).name}) has mapcount "
               f"{int(mc[pfn])}, but {int(ptes[pfn])} PTEs map it")
-    orphan = ((flags & TYPE_MASK) == ANON) & (mc == 0)
+    orphan = ((flags & TYPE_MASK) == ANON) & (mc == 0) & ((flags & SWAPCACHE) == 0)
     if orphan.any():
-        _fail(f"ANON pfn {_first(orphan):#x} is mapped by no PTE (leaked)")
+        _fail(f"ANON pfn {_first(orphan):#x} is mapped by no PTE and is not in the swap cache "
+              f"(leaked)")
     for p, rw in private_rw:
         bad = mc[rw] != 1
         if bad.any():
@@ -870,10 +933,13 @@ def _check_page_cache(machine, flags: np.ndarray, spaces) -> None:
         pfn = _first(lost)
         _fail(f"pfn {pfn:#x} is typed {PageType(int(ptype[pfn])).name} but is in no file's "
               f"page cache (leaked)")
-    bad = ((flags & DIRTY) != 0) & (ptype != FILE)
+    swapcache = (ptype == ANON) & ((flags & SWAPCACHE) != 0)
+    bad = ((flags & DIRTY) != 0) & (ptype != FILE) & ~swapcache
     if bad.any():
         pfn = _first(bad)
-        _fail(f"pfn {pfn:#x} carries DIRTY but is typed {PageType(int(ptype[pfn])).name}")
+        _fail(f"pfn {pfn:#x} carries DIRTY but is typed {PageType(int(ptype[pfn])).name}"
+              f"{' outside the swap cache' if ptype[pfn] == ANON else ''} (only page-cache "
+              f"frames and swap-cache frames newer than their slot may be dirty)")
     bad = ((flags & LAZYFREE) != 0) & (ptype != ANON)
     if bad.any():
         pfn = _first(bad)
@@ -893,12 +959,13 @@ def _check_vmm_gauges(machine, flags: np.ndarray) -> None:
     anon, file, shmem = ptype == ANON, ptype == FILE, ptype == SHMEM
     cache = file | shmem
     expect = (
-        ("nr_anon_pages", (PageStat.ANON,), anon),
+        ("nr_anon_pages (ANON frames some PTE maps)", (PageStat.ANON,), anon & (mc > 0)),
         ("nr_file_pages", (PageStat.FILE,), cache),
         ("nr_shmem", (PageStat.SHMEM,), shmem),
         ("nr_mapped", (PageStat.FILE_MAPPED,), cache & (mc > 0)),
         ("nr_page_table_pages", (PageStat.PAGETABLE,), ptype == PAGETABLE),
         ("nr_dirty", (PageStat.FILE_DIRTY,), file & ((flags & DIRTY) != 0)),
+        ("nr_swapcached", (PageStat.SWAPCACHE,), anon & ((flags & SWAPCACHE) != 0)),
         ("the anon LRU lists", (PageStat.INACTIVE_ANON, PageStat.ACTIVE_ANON), anon | shmem),
         ("the file LRU lists", (PageStat.INACTIVE_FILE, PageStat.ACTIVE_FILE), file),
     )
@@ -914,6 +981,351 @@ def _check_vmm_gauges(machine, flags: np.ndarray) -> None:
             if have != int(counts[z.zid]):
                 _fail(f"{_where(z)}: {what}: {have} pages counted, the zone holds "
                       f"{int(counts[z.zid])} such frames")
+
+
+# ---------------------------------------------------------------------------
+# swap: areas, slots, the swap cache, zswap
+# ---------------------------------------------------------------------------
+
+def _area_name(a) -> str:
+    return f"swap area {a.name} (type {a.type})"
+
+
+def _check_swap(machine, flags: np.ndarray, keys: np.ndarray, dirty_pfns: np.ndarray) -> None:
+    """Every swap slot is accounted exactly once; the swap cache and zswap agree with the slots.
+
+    keys: the slot (type << SWP_OFFSET_BITS | offset) of every swap entry in every page
+    table; dirty_pfns: the frames some present or PROT_NONE entry maps with its dirty bit.
+    """
+    ft = machine.ft
+    swap = machine.swap
+    n = flags.size
+    ptype = flags & TYPE_MASK
+    in_cache = (flags & SWAPCACHE) != 0
+    bad = in_cache & (ptype != ANON)
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} carries SWAPCACHE but is typed {PageType(int(ptype[pfn])).name}")
+    swp = np.frombuffer(ft.swp, dtype=np.uint32).astype(np.int64)
+    bad = ~in_cache & (swp != 0) & (ptype != FREE)
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} is not in the swap cache but its swp column names slot "
+              f"{int(swp[pfn]) & SLOT_MASK} of type {int(swp[pfn]) >> SWP_OFFSET_BITS}")
+    areas = swap.areas
+    for t, a in enumerate(areas):
+        if a is not None and a.type != t:
+            _fail(f"{_area_name(a)} sits at index {t} of the swap areas")
+    if areas and areas[-1] is None:
+        _fail("the swap area table ends in an empty type (it should have been trimmed)")
+    nslots = np.array([a.nr_slots if a is not None else 0 for a in areas] + [0], dtype=np.int64)
+
+    # the swap cache, frame side: each SWAPCACHE frame is the cached page of its slot
+    cached = np.flatnonzero(in_cache)
+    c_type = swp[cached] >> SWP_OFFSET_BITS
+    c_off = swp[cached] & SLOT_MASK
+    bad = (c_type >= len(areas)) | (c_off < 1) | (c_off > nslots[np.minimum(c_type, len(areas))])
+    if bad.any():
+        i = _first(bad)
+        _fail(f"swap-cache pfn {int(cached[i]):#x} names slot {int(c_off[i])} of swap type "
+              f"{int(c_type[i])}, which is no slot of an active area")
+
+    # the swap entries of the page tables, by area
+    k_type = keys >> SWP_OFFSET_BITS
+    k_off = keys & SLOT_MASK
+    content = ft.content_np()
+    dirty_ptes = np.zeros(n, dtype=bool)
+    dirty_ptes[dirty_pfns] = True
+    zswap = swap.zswap
+    stored = pool = same = 0
+    for a in areas:
+        if a is None:
+            continue
+        where = _area_name(a)
+        size = a.nr_slots + 1
+        count = np.frombuffer(a.count, dtype=np.uint16).astype(np.int64)
+        cache = np.frombuffer(a.cache, dtype=np.uint32).astype(np.int64)
+        zsize = np.frombuffer(a.zsize, dtype=np.uint16).astype(np.int64)
+        if not count.size == cache.size == zsize.size == len(a.data) == size:
+            _fail(f"{where}: its slot arrays hold {count.size}, {cache.size}, {zsize.size} and "
+                  f"{len(a.data)} entries, expected {size} (slot 0, the header, and "
+                  f"{a.nr_slots} slots)")
+        if count[0] or cache[0] or zsize[0]:
+            _fail(f"{where}: slot 0 is the header but has count {int(count[0]):#x}, cache "
+                  f"{int(cache[0])}, zsize {int(zsize[0])}")
+        # swap cache, slot side
+        mine = cached[c_type == a.type]
+        offs = c_off[c_type == a.type]
+        bad = cache[offs] != mine + 1
+        if bad.any():
+            i = _first(bad)
+            _fail(f"{where}: swap-cache pfn {int(mine[i]):#x} names slot {int(offs[i])}, whose "
+                  f"cache entry is {int(cache[offs[i]])} (expected pfn + 1 = {int(mine[i]) + 1})")
+        held = np.flatnonzero(cache)
+        pfns = cache[held] - 1
+        bad = pfns >= n
+        if bad.any():
+            _fail(f"{where}: slot {int(held[_first(bad)])} caches pfn {int(pfns[_first(bad)]):#x}, "
+                  f"beyond the last frame")
+        bad = ~in_cache[pfns] | (swp[pfns] != ((a.type << SWP_OFFSET_BITS) | held))
+        if bad.any():
+            i = _first(bad)
+            pfn = int(pfns[i])
+            word = int(swp[pfn])
+            says = (f"names slot {word & SLOT_MASK} of type {word >> SWP_OFFSET_BITS}"
+                    if in_cache[pfn] else "is not in the swap cache")
+            _fail(f"{where}: slot {int(held[i])} says pfn {pfn:#x} caches it, but that frame "
+                  f"{says} (flags {int(flags[pfn]):#06x})")
+        has_cache = (count & HAS_CACHE) != 0
+        bad = has_cache != (cache != 0)
+        if bad.any():
+            off = _first(bad)
+            _fail(f"{where}: slot {off} has count {int(count[off]):#06x} "
+                  f"({'with' if has_cache[off] else 'without'} HAS_CACHE) but its cache entry is "
+                  f"{'empty' if not cache[off] else f'pfn {int(cache[off]) - 1:#x}'}")
+        # every reference counted exactly once: count = the page-table entries naming the slot
+        refs = np.bincount(k_off[k_type == a.type], minlength=size)
+        bad = (count & COUNT_MASK) != refs
+        if bad.any():
+            off = _first(bad)
+            _fail(f"{where}: slot {off} counts {int(count[off]) & COUNT_MASK} references, "
+                  f"{int(refs[off])} page-table entries hold its swap entry")
+        # the free stack: exactly the slots nothing references, each once
+        free = np.frombuffer(a.free, dtype=np.uint32).astype(np.int64)
+        bad = (free < 1) | (free > a.nr_slots)
+        if bad.any():
+            _fail(f"{where}: the free stack holds slot {int(free[_first(bad)])}, which is not a "
+                  f"slot of the area (1 to {a.nr_slots})")
+        uniq, times = np.unique(free, return_counts=True)
+        if (times > 1).any():
+            _fail(f"{where}: slot {int(uniq[_first(times > 1)])} is on the free stack "
+                  f"{int(times.max())} times")
+        on_free = np.zeros(size, dtype=bool)
+        on_free[free] = True
+        unused = count == 0
+        unused[0] = False
+        bad = on_free != unused
+        if bad.any():
+            off = _first(bad)
+            _fail(f"{where}: slot {off} has count {int(count[off]):#06x} but is "
+                  f"{'on' if on_free[off] else 'not on'} the free stack")
+        used = int(np.count_nonzero(count))
+        if a.used_slots != used:
+            _fail(f"{where}: used_slots says {a.used_slots}, {used} slots have a count")
+        # zswap: only used slots have a compressed copy
+        bad = (zsize != 0) & (count == 0)
+        if bad.any():
+            off = _first(bad)
+            _fail(f"{where}: slot {off} is free but still has a page in zswap "
+                  f"(zsize {int(zsize[off])})")
+        in_pool = int(np.count_nonzero(zsize))
+        if a.in_zswap != in_pool:
+            _fail(f"{where}: in_zswap says {a.in_zswap}, {in_pool} slots have a zswap size")
+        stored += in_pool
+        pool += int(zsize.sum()) - in_pool
+        same += int(np.count_nonzero(zsize == 1))
+        # a clean swap-cache page (not DIRTY, mapped by no dirty entry) is what its slot holds
+        data = np.frombuffer(a.data, dtype=np.uint64)
+        clean = ((flags[pfns] & DIRTY) == 0) & ~dirty_ptes[pfns]
+        bad = clean & (content[pfns] != data[held])
+        if bad.any():
+            i = _first(bad)
+            _fail(f"{where}: slot {int(held[i])} holds {int(data[held[i]]):#x} but its clean "
+                  f"swap-cache pfn {int(pfns[i]):#x} holds {int(content[pfns[i]]):#x} "
+                  f"(a clean page must equal its slot, or dropping it loses the difference)")
+    if zswap is None:
+        if stored:
+            _fail(f"{stored} slots have a zswap size, but the machine has no zswap")
+        return
+    if zswap.stored_pages != stored:
+        _fail(f"zswap: stored_pages says {zswap.stored_pages}, the areas' slots hold {stored}")
+    if zswap.pool_bytes != pool:
+        _fail(f"zswap: pool_bytes says {zswap.pool_bytes}, the slots' compressed sizes add up "
+              f"to {pool}")
+    if zswap.same_filled != same:
+        _fail(f"zswap: same_filled says {zswap.same_filled}, {same} slots hold a same-filled page")
+    frames = np.frombuffer(zswap.frames, dtype=np.uint32).astype(np.int64)
+    need = -(-pool // PAGE)
+    if frames.size != need:
+        _fail(f"zswap: the pool holds {frames.size} frames for {pool} bytes, expected {need}")
+    bad = frames >= n
+    if bad.any():
+        _fail(f"zswap: pool frame {int(frames[_first(bad)]):#x} is beyond the last frame")
+    bad = ptype[frames] != KERNEL
+    if bad.any():
+        pfn = int(frames[_first(bad)])
+        _fail(f"zswap: pool frame {pfn:#x} is typed {PageType(int(ptype[pfn])).name}, "
+              f"expected KERNEL")
+    held_by = [frames] + [np.frombuffer(sq.frames, dtype=np.uint32).astype(np.int64)
+                          for sq in machine.pressure_src.squeezes]
+    kernel = np.concatenate(held_by)
+    bad = ptype[kernel] != KERNEL
+    if bad.any():
+        pfn = int(kernel[_first(bad)])
+        _fail(f"pfn {pfn:#x}, held by a memory squeeze, is typed {PageType(int(ptype[pfn])).name}, "
+              f"expected KERNEL")
+    uniq, times = np.unique(kernel, return_counts=True)
+    if (times > 1).any():
+        _fail(f"pfn {int(uniq[_first(times > 1)]):#x} is held {int(times.max())} times by zswap "
+              f"and the memory squeezes")
+
+
+# ---------------------------------------------------------------------------
+# the LRU lists
+# ---------------------------------------------------------------------------
+
+def _check_lru(machine, flags: np.ndarray) -> None:
+    """Every user frame is on exactly the LRU list its flags name; the lists are well formed."""
+    ft = machine.ft
+    lru = machine.vmm.lru
+    n = flags.size
+    ptype = flags & TYPE_MASK
+    user = (ptype == ANON) | (ptype == FILE) | (ptype == SHMEM)
+    for bit, name in ((LRU, "LRU"), (ACTIVE, "ACTIVE"), (REFERENCED, "REFERENCED"),
+                      (SWAPCACHE, "SWAPCACHE")):
+        bad = ~user & ((flags & bit) != 0)
+        if bad.any():
+            pfn = _first(bad)
+            _fail(f"pfn {pfn:#x} carries {name} but is typed {PageType(int(ptype[pfn])).name}, "
+                  f"not a user page")
+    bad = user & ((flags & LRU) == 0)
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} is typed {PageType(int(ptype[pfn])).name} but lacks LRU "
+              f"(flags {int(flags[pfn]):#06x}): every user page is on an LRU list")
+    zone = np.frombuffer(ft.pb_zone, dtype=np.uint8)[np.arange(n) >> PAGEBLOCK_ORDER]
+    nr_nodes = len(lru.head)
+    if len(lru.tail) != nr_nodes or nr_nodes != len(machine.node_zones):
+        _fail(f"the LRU lists have {nr_nodes} heads and {len(lru.tail)} tails, the machine "
+              f"{len(machine.node_zones)} nodes")
+    prv, nxt = ft.lru_prev, ft.lru_next
+    per_zone = np.zeros((len(machine.vmm.gauges), NR_LRU), dtype=np.int64)
+    walked = []
+    budget = n
+    for node in range(nr_nodes):
+        for k in range(NR_LRU):
+            where = f"node {node} LRU list {LRU_NAMES[k]}"
+            out = array("I")
+            pfn, prev = lru.head[node][k], NIL
+            while pfn != NIL:
+                if pfn >= n:
+                    _fail(f"{where}: link to pfn {pfn:#x} beyond the last frame ({n - 1:#x})")
+                if prv[pfn] != prev:
+                    _fail(f"{where}: pfn {pfn:#x} has lru_prev {prv[pfn]:#x}, expected {prev:#x}")
+                out.append(pfn)
+                budget -= 1
+                if budget < 0:
+                    _fail(f"{where}: the LRU lists hold more entries than there are frames")
+                prev, pfn = pfn, nxt[pfn]
+            if lru.tail[node][k] != prev:
+                _fail(f"{where}: tail says pfn {lru.tail[node][k]:#x}, the list ends at {prev:#x}")
+            pfns = np.frombuffer(out, dtype=np.uint32).astype(np.int64)
+            f = flags[pfns]
+            t = f & TYPE_MASK
+            if k >= 2:
+                bad = t != FILE
+            else:
+                bad = (t != ANON) & (t != SHMEM)
+            if bad.any():
+                i = _first(bad)
+                _fail(f"{where}: pfn {int(pfns[i]):#x} is typed {PageType(int(t[i])).name}, "
+                      f"which belongs on the {'anon' if k >= 2 else 'file'} lists")
+            bad = (f & LRU) == 0
+            if bad.any():
+                i = _first(bad)
+                _fail(f"{where}: pfn {int(pfns[i]):#x} is on the list without LRU "
+                      f"(flags {int(f[i]):#06x})")
+            bad = ((f & ACTIVE) != 0) != bool(k & 1)
+            if bad.any():
+                i = _first(bad)
+                _fail(f"{where}: pfn {int(pfns[i]):#x} "
+                      f"{'carries' if f[i] & ACTIVE else 'lacks'} ACTIVE (flags {int(f[i]):#06x})")
+            zids = zone[pfns].astype(np.int64)
+            bad = zids // NR_ZONES != node
+            if bad.any():
+                i = _first(bad)
+                _fail(f"{where}: pfn {int(pfns[i]):#x} belongs to node {int(zids[i]) // NR_ZONES}")
+            if zids.size and zids.max() >= per_zone.shape[0]:
+                _fail(f"{where}: pfn {int(pfns[_first(zids >= per_zone.shape[0])]):#x} lies in "
+                      f"no zone the gauges know")
+            per_zone[:, k] += np.bincount(zids, minlength=per_zone.shape[0])
+            walked.append(pfns)
+    every = _cat(walked)
+    uniq, times = np.unique(every, return_counts=True)
+    if (times > 1).any():
+        _fail(f"pfn {int(uniq[_first(times > 1)]):#x} is on {int(times.max())} LRU lists")
+    on = np.zeros(n, dtype=bool)
+    on[every] = True
+    bad = user & ~on
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} ({PageType(int(ptype[pfn])).name}, flags {int(flags[pfn]):#06x}) "
+              f"carries LRU but is on no LRU list")
+    links = ((np.frombuffer(prv, dtype=np.uint32) != NIL) |
+             (np.frombuffer(nxt, dtype=np.uint32) != NIL))
+    bad = ~on & links
+    if bad.any():
+        pfn = _first(bad)
+        _fail(f"pfn {pfn:#x} is on no LRU list but keeps links (lru_prev {prv[pfn]:#x}, "
+              f"lru_next {nxt[pfn]:#x})")
+    gauges = machine.vmm.gauges
+    for z in machine.zones:
+        for k in range(NR_LRU):
+            have = gauges[z.zid][LRU_GAUGE[k]]
+            if have != int(per_zone[z.zid, k]):
+                kind = "file" if k >= 2 else "anon"
+                _fail(f"{_where(z)}: the {kind} LRU list {LRU_NAMES[k]}: gauge "
+                      f"{LRU_GAUGE[k].name} says {have} pages, the list holds "
+                      f"{int(per_zone[z.zid, k])} of this zone's frames")
+
+
+# ---------------------------------------------------------------------------
+# resident-set limits and the PTE-table shortcut
+# ---------------------------------------------------------------------------
+
+def _table_of(machine, mm, va: int):
+    """The PTE table covering va, walked from the PGD without touching any cache (or None)."""
+    tables = machine.vmm.tables
+    t = tables[mm.pgd]
+    for shift in (39, 30, 21):
+        e = t[(va >> shift) & 511]
+        if not e & P.P:
+            return None
+        t = tables[(e & P.PFN_MASK) >> 12]
+    return t
+
+
+def _check_limits(machine, spaces) -> None:
+    """Each address space's leaf_cache holds its real PTE tables; a resident-set limit's
+    policy holds only pages that are resident."""
+    for p, mm in spaces:
+        for region, t in mm.leaf_cache.items():
+            real = _table_of(machine, mm, region << 21)
+            if real is not t:
+                _fail(f"{_who(p)}: leaf_cache for va {region << 21:#x} holds "
+                      f"{'a table' if real is None else 'another table'} than the page tables "
+                      f"{'(there is none)' if real is None else ''}".rstrip())
+        lim = mm.limit
+        if lim is None:
+            continue
+        pol = lim.policy
+        who = f"{_who(p)}: resident-set limit ({pol.name}, {lim.frames} frames)"
+        if lim.frames < 1:
+            _fail(f"{who}: a limit of {lim.frames} frames (0 means no limit)")
+        for vpn in pol.pages:
+            t = _table_of(machine, mm, vpn << 12)
+            e = t[vpn & 511] if t is not None else 0
+            if not e & (P.P | P.PROTNONE):
+                _fail(f"{who}: the policy holds page {vpn << 12:#x}, which is not resident "
+                      f"(entry {e:#018x})")
+        circle = getattr(pol, "circle", None)
+        if circle is not None:
+            on = [v for v in circle if v is not None]
+            if len(on) != len(set(on)) or set(on) != set(pol.pages):
+                _fail(f"{who}: the clock's circle holds {sorted(on)[:8]}..., its pages "
+                      f"{sorted(pol.pages)[:8]}...")
+            if circle and not 0 <= pol.hand < len(circle):
+                _fail(f"{who}: the clock hand {pol.hand} is off the circle of {len(circle)}")
 
 
 def _check_commit(machine, spaces) -> None:
