@@ -79,7 +79,7 @@ And of the LRU lists (engine/reclaim/lru.py):
 - the per-zone gauges nr_zone_{in,}active_{anon,file} equal the frames of
   that zone on each list.
 
-And of the address spaces' helpers:
+And of what each address space caches and limits:
 
 - each leaf_cache entry is the PTE table a walk from the PGD finds;
 - a resident-set limit's policy holds only resident pages (a CLOCK circle

@@ -104,7 +104,7 @@ class SwapModel(RuleBasedStateMachine):
         self.extra = 0                        # swap areas added
         self.seeds = 1
 
-    # helpers --------------------------------------------------------------
+    # the model ---------------------------------------------------------------
 
     def _prune(self) -> None:
         """Forget processes the OOM killer took."""
