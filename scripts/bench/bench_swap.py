@@ -33,48 +33,53 @@ Part 2, reclaim cost vs machine size (`reclaim_<N>g_*`): for each size
 (1, 4 and 16 GiB by default; --sizes), in a fresh subprocess so that its
 host memory is its own, a machine with that much RAM on two NUMA nodes of
 half each (the default machine's memory map: the PCI hole below 4 GiB, the
-rest remapped above) and swap of a quarter of RAM (zswap on, as by default):
+rest remapped above 4 GiB) and swap of a quarter of RAM, at least 512 MiB
+(zswap on, as by default):
 
-    boot     Machine(cfg) (s)
+    boot     Machine(cfg), s.
     fill     four processes (two per node) write distinct values into
-             anonymous areas that together take the free memory down to the
-             zones' high watermarks (most of RAM), with fill; pages/s, and
-             the host's RSS (`rss_*`: after boot, after the fill, and its
-             peak, MiB, and the growth per frame of RAM).
+             anonymous areas that together take free memory down to the
+             zones' high watermarks (most of RAM), with fill; pages/s. `rss`:
+             the host process's resident memory grown since before boot, at
+             the end (MiB and bytes per frame of RAM), after boot (the frame
+             table's 32 bytes a frame, the swap map's 32 bytes a slot) and
+             after the fill (plus page tables), and the process's peak.
     first_pass
-             memory is taken below node 0's low watermark (a fifth process
-             touches pages until an allocation dips under it) and kswapd
-             runs, tick after tick (Reclaimer.kswapd), until it has brought
-             the node back to its high watermark. Every page on the lists
-             still has the accessed bit of its fill: this first pass must
-             look at every page of the node (an anonymous page referenced
-             since it was last seen is activated, and deactivation clears
-             the bit), so it costs time in proportion to the pages on the
-             node's lists. Printed: seconds, ticks, pages scanned (pgscan
-             and pgrefill) and reclaimed, µs per page scanned and per page
-             reclaimed.
-    direct   memory is taken down to the min watermark of every zone (the
-             fifth process touches exactly the pages the allocator can
-             still give), then it write-faults BURST new pages (32768): each
-             allocation that finds every zone at min reclaims directly
-             (allocstall, SWAP_CLUSTER_MAX pages asked) and retries. µs per
-             fault, stalls, pages reclaimed.
+             a process on each node touches pages until an allocation of its
+             node dips under a low watermark, then kswapd runs, tick after
+             tick (Reclaimer.kswapd), until every node is back at its high
+             watermark. Every page on the lists still has the accessed bit
+             of its fill, so this first pass looks at every page of the
+             machine once (a referenced anonymous page is activated;
+             deactivating clears the bit): µs per page looked at (pgscan +
+             pgrefill), with the time, the ticks, the pages on the LRU lists
+             and the pages reclaimed. Linear in the frames by nature: the
+             per-page figure is what must stay flat.
+    direct   the node-0 process touches exactly the pages the allocator can
+             still give before every zone is at its min watermark, then
+             write-faults BURST (32768) new pages: each allocation that finds
+             every zone at min reclaims directly (an allocstall, 32 pages
+             asked) and retries. µs per fault, stalls, pages reclaimed, µs per
+             page reclaimed.
     kswapd_pass
-             from there (every zone at or near min) kswapd runs until node
-             0 is back at its high watermark: a full pass of kswapd from
-             below low to high, on aged lists. µs per page reclaimed. The
-             pages a pass must reclaim grow with RAM (the watermarks do).
+             from there (zones at or below min), kswapd runs until every
+             node is back at its high watermark: a whole kswapd pass from
+             below low to high, on aged lists. µs per page reclaimed, with the
+             pages reclaimed (they grow with RAM, as the watermarks do).
 
-Per-page costs that stay flat as the frames grow mean the whole scales
-linearly. The machine sizes that do not fit the time or the host's memory
-are not run; the line says why.
+`reclaim_scaling_<N>g` divides each per-page cost by the smallest size's:
+1.00 is flat, the whole linear in the frames. A size that would not fit the
+host's memory is not run (the line says so). 64 GiB is not in the default
+sizes because the run would take about 3 minutes by itself, most of it
+filling 16.7 million frames one page fault at a time: --sizes 1,4,16,64.
 
 Usage:
-    .venv/bin/python scripts/bench/bench_swap.py [--quick] [--runs 3] [--area-mib 192]
-        [--random 20000] [--sizes 1,4,16] [--burst 32768] [--part swap|reclaim|both]
+    .venv/bin/python scripts/bench/bench_swap.py [--quick] [--part swap|reclaim|both]
+        [--runs 3] [--area-mib 192] [--swap-mib 512] [--random 20000]
+        [--sizes 1,4,16] [--burst 32768]
 
---quick: one run of a 128 MiB area and 5000 random writes, and the 1 GiB
-machine only with a burst of 8192 (a smoke run of a few seconds).
+--quick: one run of a 128 MiB area with 5000 random writes, and the 1 GiB
+machine only with a burst of 8192: about 15 s.
 
 Prints one line per figure, "name: value unit". Nothing is asserted about
 the timings.
@@ -281,16 +286,17 @@ def _status_kb(field: str) -> int:
 
 
 class Pusher:
-    """A process that write-touches fresh pages of a big anonymous area, in order."""
+    """A process on a given node that write-touches fresh pages of a big anonymous area, in order."""
 
-    def __init__(self, m, area_bytes: int):
+    def __init__(self, m, area_bytes: int, node: int):
         from engine.vmm.vma import VM_READ, VM_WRITE
         t = m.tasks
         self.m = m
-        for k in range(4):                            # one on node 0
-            pid = t.spawn(f"pusher{k}")
-            if t.procs[pid].node == 0:
+        for _ in range(2 * m.config.cpus):
+            pid = t.spawn(f"pusher{node}")
+            if t.procs[pid].node == node:
                 break
+            t.kill(pid)
         self.pid = pid
         self.proc = t.procs[pid]
         self.addr = t.mmap(pid, area_bytes, prot=VM_READ | VM_WRITE)
@@ -307,8 +313,23 @@ class Pusher:
         from engine.pmm.zone import ZONE_MOVABLE
         return self.m.pmm.zonelist(self.proc.node, ZONE_MOVABLE)
 
+    def below_low(self) -> int:
+        """0 once a zone of its node is under its low mark, else about the pages the
+        allocator gives before one is."""
+        from engine.pmm.zone import ZONE_MOVABLE
+        if any(z.free_pages < z.wmark_low for z in self.m.node_zones[self.proc.node]
+               if z.managed_pages):
+            return 0
+        return sum(max(0, z.free_pages - z.wmark_low - z.lowmem_reserve[ZONE_MOVABLE])
+                   for z in self.zonelist()) + 1
+
+    def above_min(self) -> int:
+        """Pages the allocator gives before every zone it may use is at its min mark."""
+        from engine.pmm.zone import ZONE_MOVABLE
+        return self.m.pmm.available_pages(self.zonelist(), ZONE_MOVABLE)
+
     def until(self, remaining) -> int:
-        """Touch pages until remaining() (pages the allocator gives before the condition) is 0."""
+        """Touch pages until remaining() is 0; returns the pages touched."""
         n = 0
         while True:
             left = remaining()
@@ -319,14 +340,16 @@ class Pusher:
             n += step
 
 
-def size_child(ram_gib: int, burst: int) -> dict:
+def size_child(ram_gib: int, burst: int, zswap: bool = True) -> dict:
     """Runs in the subprocess for one machine size; returns the figures."""
     from engine import Machine, config
     from engine.pmm.zone import ZONE_MOVABLE
     from engine.reclaim.lru import NR_LRU
     from engine.vmm.vma import VM_READ, VM_WRITE
 
-    cfg = config.parse(yaml.safe_load(sized_config_text(ram_gib)))
+    raw = yaml.safe_load(sized_config_text(ram_gib))
+    raw["zswap"] = {"enabled": zswap}
+    cfg = config.parse(raw)
     gc.collect()
     rss0 = _status_kb("VmRSS")
     r: dict = {}
@@ -357,69 +380,63 @@ def size_child(ram_gib: int, burst: int) -> dict:
     r["fill_s"] = time.perf_counter() - t0
     r["fill_pages"] = per * FILL_PROCS
     r["rss_fill"] = (_status_kb("VmRSS") - rss0) * 1024
-    r["lru0"] = sum(m.vmm.lru.size(0, k) for k in range(NR_LRU))
 
-    pusher = Pusher(m, cfg.ram_bytes)
+    pushers = [Pusher(m, cfg.ram_bytes, node) for node in range(len(m.node_zones))]
+    pusher = pushers[0]
     rc = m.reclaim
     tick = [0]
 
-    def kswapd_until_balanced(limit: int = 1 << 20) -> tuple[float, int]:
-        """Run kswapd tick after tick until every node is balanced; (seconds, ticks)."""
+    def kswapd_until_balanced(limit: int = 1 << 20) -> tuple[float, int, float]:
+        """Run kswapd tick after tick until every node is balanced; (seconds, ticks, the
+        longest tick's seconds)."""
         gc.collect()
         ticks = 0
+        longest = 0.0
         t0 = time.perf_counter()
         with m.mu:
             while True:
                 tick[0] += 1
+                t1 = time.perf_counter()
                 rc.kswapd(tick[0])
+                longest = max(longest, time.perf_counter() - t1)
                 ticks += 1
                 if not any(rc.kswapd_active) or ticks >= limit:
                     break
-        return time.perf_counter() - t0, ticks
+        return time.perf_counter() - t0, ticks, longest
 
-    def pass_figures(key: str, ev0: dict, ev1: dict, dt: float, ticks: int) -> None:
+    def pass_figures(key: str, ev0: dict, ev1: dict, dt: float, ticks: int = 0,
+                     longest: float = 0.0) -> None:
         r[key] = {
-            "s": dt, "ticks": ticks,
+            "s": dt, "ticks": ticks, "longest": longest,
             "scanned": delta(ev0, ev1, "pgscan_kswapd", "pgscan_direct"),
             "refill": delta(ev0, ev1, "pgrefill"),
             "reclaimed": delta(ev0, ev1, "pgsteal_kswapd", "pgsteal_direct"),
             "pswpout": delta(ev0, ev1, "pswpout"), "zswpout": delta(ev0, ev1, "zswpout"),
         }
 
-    def below_low() -> int:
-        """0 once a zone of node 0 is under its low mark, else about the pages the allocator
-        gives before it is."""
-        if any(z.free_pages < z.wmark_low for z in node0):
-            return 0
-        return sum(max(0, z.free_pages - z.wmark_low - z.lowmem_reserve[ZONE_MOVABLE])
-                   for z in pusher.zonelist()) + 1
-
-    def above_min() -> int:
-        return m.pmm.available_pages(pusher.zonelist(), ZONE_MOVABLE)
-
-    # first pass: every page still referenced since its fill
-    r["push_low"] = pusher.until(below_low)
+    # first pass: every node below its low mark; every page still referenced since its fill
+    r["push_low"] = sum(p.until(p.below_low) for p in pushers)
+    r["lru"] = sum(m.vmm.lru.size(n, k) for n in range(len(m.node_zones)) for k in range(NR_LRU))
     ev0 = counters(m)
-    dt, ticks = kswapd_until_balanced()
-    pass_figures("first_pass", ev0, counters(m), dt, ticks)
+    res = kswapd_until_balanced()
+    pass_figures("first_pass", ev0, counters(m), *res)
 
     # direct reclaim: a burst of faults with every zone at min
-    r["push_min"] = pusher.until(above_min)
+    r["push_min"] = pusher.until(pusher.above_min)
     ev0 = counters(m)
     gc.collect()
     t0 = time.perf_counter()
     pusher.touch(burst)
     dt = time.perf_counter() - t0
     ev1 = counters(m)
-    pass_figures("direct", ev0, ev1, dt, 0)
+    pass_figures("direct", ev0, ev1, dt)
     r["direct"]["stalls"] = allocstalls(ev1) - allocstalls(ev0)
     r["direct"]["faults"] = burst
 
     # kswapd from at or below min back to high, on aged lists
-    r["free_before_kswapd"] = [z.free_pages for z in node0]
     ev0 = counters(m)
-    dt, ticks = kswapd_until_balanced()
-    pass_figures("kswapd_pass", ev0, counters(m), dt, ticks)
+    res = kswapd_until_balanced()
+    pass_figures("kswapd_pass", ev0, counters(m), *res)
     r["rss_end"] = (_status_kb("VmRSS") - rss0) * 1024
     r["hwm"] = _status_kb("VmHWM") * 1024
     return r
@@ -450,7 +467,8 @@ def print_size(g: int, r: dict, wall: float) -> None:
     fp = r["first_pass"]
     looked = fp["scanned"] + fp["refill"]
     say(f"{p}_first_pass", f"{fp['s'] * 1e6 / max(1, looked):.2f}",
-        f"µs/page looked at ({fp['s']:.2f} s, {fp['ticks']} ticks; node 0 LRU {r['lru0']} pages: "
+        f"µs/page looked at ({fp['s']:.2f} s in {fp['ticks']} ticks, the longest "
+        f"{fp['longest']:.2f} s; LRU {r['lru']} pages: "
         f"scanned {fp['scanned']}, refill {fp['refill']}, reclaimed {fp['reclaimed']})")
     d = r["direct"]
     say(f"{p}_direct", f"{d['s'] * 1e6 / d['faults']:.1f}",
@@ -460,13 +478,14 @@ def print_size(g: int, r: dict, wall: float) -> None:
     kp = r["kswapd_pass"]
     say(f"{p}_kswapd_pass", f"{kp['s'] * 1e6 / max(1, kp['reclaimed']):.1f}",
         f"µs/page reclaimed ({kp['reclaimed']} pages in {kp['s'] * 1e3:.0f} ms, {kp['ticks']} "
-        f"ticks; scanned {kp['scanned']}, refill {kp['refill']})")
+        f"ticks, the longest {kp['longest'] * 1e3:.0f} ms; scanned {kp['scanned']}, refill {kp['refill']})")
     say(f"{p}_wall", f"{wall:.1f}", "s")
 
 
-def part_reclaim(sizes: list[int], burst: int) -> None:
+def part_reclaim(sizes: list[int], burst: int, zswap: bool) -> None:
     avail, cpus = host_limits()
-    say("reclaim_host", f"{cpus} CPUs, {avail / GiB:.1f} GiB of memory available")
+    say("reclaim_host", f"{cpus} CPUs, {avail / GiB:.1f} GiB of memory available; machines "
+        f"with zswap {'on' if zswap else 'off'}")
     rows = []
     for g in sizes:
         need = g * GiB // PAGE * HOST_BYTES_PER_FRAME
@@ -475,8 +494,9 @@ def part_reclaim(sizes: list[int], burst: int) -> None:
                 f"({HOST_BYTES_PER_FRAME} bytes a frame), {avail / GiB:.1f} GiB available")
             continue
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--size-child", str(g),
-                              "--burst", str(burst)], capture_output=True, text=True, cwd=REPO)
+        out = subprocess.run([sys.executable, __file__, "--size-child", str(g), "--burst",
+                              str(burst), "--zswap", "on" if zswap else "off"],
+                             capture_output=True, text=True, cwd=REPO)
         if out.returncode != 0:
             last = (out.stderr or out.stdout).strip().splitlines()[-1:]
             say(f"reclaim_{g}g", f"failed: {last[0] if last else out.returncode}")
@@ -511,22 +531,30 @@ def main() -> None:
     ap.add_argument("--area-mib", type=int, default=192)
     ap.add_argument("--swap-mib", type=int, default=512)
     ap.add_argument("--random", type=int, default=20000)
-    ap.add_argument("--sizes", default="1,4,16", help="machine sizes in GiB (default 1,4,16)")
+    ap.add_argument("--sizes", help="machine sizes in GiB (default 1,4,16)")
     ap.add_argument("--burst", type=int, default=32768)
+    ap.add_argument("--zswap", choices=("on", "off"), default="on",
+                    help="zswap on the part-2 machines (default on, as configs have it)")
     ap.add_argument("--size-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.size_child:
-        print(json.dumps(size_child(args.size_child, args.burst)))
+        print(json.dumps(size_child(args.size_child, args.burst, args.zswap == "on")))
         return
+    default_sizes = args.sizes is None
     if args.quick:
         args.runs, args.area_mib, args.random = 1, 128, 5000
-        args.sizes, args.burst = "1", 8192
+        args.sizes, args.burst = args.sizes or "1", 8192
+    args.sizes = args.sizes or "1,4,16"
     t0 = time.perf_counter()
     if args.part in ("swap", "both"):
         part_swap(args.runs, args.area_mib, args.random, args.swap_mib)
     if args.part in ("reclaim", "both"):
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-        part_reclaim(sizes, args.burst)
+        part_reclaim(sizes, args.burst, args.zswap == "on")
+        if default_sizes and not args.quick:
+            say("reclaim_64g", "not run by default: it takes about 2.5 minutes by itself (the "
+                "fill of 16.7 million frames, one page fault each, and the first pass over "
+                "them); --sizes 1,4,16,64 runs it (under 1 GiB of host memory)")
     say("total", f"{time.perf_counter() - t0:.0f}", "s")
 
 
