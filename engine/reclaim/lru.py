@@ -13,6 +13,8 @@ and friends), kept here so that every move updates them.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..pmm.frames import ACTIVE, LRU, NIL, REFERENCED, TYPE_MASK, PageType
 from ..pmm.zone import NR_ZONES
 from ..stats import PageStat
@@ -94,6 +96,37 @@ class LruLists:
         ft.lru_prev[pfn] = ft.lru_next[pfn] = NIL
         flags[pfn] = f & ~(LRU | ACTIVE | REFERENCED)
         self.gauges[zid][GAUGE[lru]] -= 1
+
+    def delete_many(self, pfns) -> None:
+        """delete() for each of pfns (a uint32/int64 numpy array of frames on a list)."""
+        ft = self.ft
+        flags = ft.flags_np()
+        f = flags[pfns]
+        on = (f & LRU) != 0
+        pfns, f = pfns[on], f[on]
+        if not pfns.size:
+            return
+        lrus = np.where((f & TYPE_MASK) == FILE_TYPE, 2, 0) + ((f & ACTIVE) != 0)
+        zids = np.frombuffer(ft.pb_zone, dtype=np.uint8)[pfns >> 9].astype(np.int64)
+        nodes = zids // NR_ZONES
+        prev_a, next_a = ft.lru_prev, ft.lru_next
+        head, tail = self.head, self.tail
+        for pfn, node, lru in zip(pfns.tolist(), nodes.tolist(), lrus.tolist()):
+            p, n = prev_a[pfn], next_a[pfn]
+            if p == NIL:
+                head[node][lru] = n
+            else:
+                next_a[p] = n
+            if n == NIL:
+                tail[node][lru] = p
+            else:
+                prev_a[n] = p
+        np.frombuffer(prev_a, dtype=np.uint32)[pfns] = NIL
+        np.frombuffer(next_a, dtype=np.uint32)[pfns] = NIL
+        flags[pfns] = f & np.uint16(0xFFFF & ~(LRU | ACTIVE | REFERENCED))
+        counts = np.bincount(zids * NR_LRU + lrus, minlength=len(self.gauges) * NR_LRU)
+        for k in np.flatnonzero(counts).tolist():
+            self.gauges[k // NR_LRU][GAUGE[k % NR_LRU]] -= int(counts[k])
 
     def move(self, pfn: int, active: bool) -> None:
         """To the head of the active or inactive list of its kind (activate, deactivate, rotate)."""

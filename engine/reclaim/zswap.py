@@ -119,11 +119,13 @@ class Zswap:
     # ------------------------------------------------------------------
 
     def _fit(self, nbytes: int) -> bool:
+        # Pool frames are movable, as zsmalloc allocates them with __GFP_MOVABLE (and taking
+        # them as unmovable made every refill steal a pageblock).
         """Hold exactly the frames nbytes needs: take or give back frames. False if none left."""
         need = -(-nbytes // PAGE_SIZE)
         while len(self.frames) < need:
             pfn = self.pmm.try_alloc_page(node=0, cpu=0, highest=ZONE_NORMAL,
-                                          mt=MigrateType.UNMOVABLE, ptype=PageType.KERNEL)
+                                          mt=MigrateType.MOVABLE, ptype=PageType.KERNEL)
             if pfn is None:
                 return False
             self.frames.append(pfn)

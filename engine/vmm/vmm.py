@@ -38,10 +38,10 @@ from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
                   VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, PROT_BITS, Vma)
 from ..trace import TraceLog
 from ..errors import Exists, InvalidArgument, OutOfMemory, bug_on
-from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, RMAP_INDEX_BITS, SWAPCACHE, TYPE_MASK,
-                          MigrateType, PageType)
-from ..reclaim.lru import LruLists
-from ..pmm.zone import ZONE_MOVABLE, ZONE_NORMAL
+from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, LRU, NIL, RMAP_INDEX_BITS, SWAPCACHE,
+                          TYPE_MASK, MigrateType, PageType)
+from ..pmm.zone import NR_ZONES, ZONE_MOVABLE, ZONE_NORMAL
+from ..reclaim.lru import INACTIVE_ANON, LruLists
 from ..stats import PageStat, VmEvent, page_gauges
 
 ANON = int(PageType.ANON)
@@ -163,9 +163,25 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin):
                                       mt=MOVABLE, ptype=PT_ANON)
         if pfn is None:
             pfn = self._alloc(ANON, proc.cpu, proc.node, proc)
-        self.ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
-        self.gauges[self.ft.pb_zone[pfn >> 9]][PageStat.ANON] += 1
-        self.lru.add(pfn)
+        ft = self.ft
+        ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
+        zid = ft.pb_zone[pfn >> 9]
+        g = self.gauges[zid]
+        g[PageStat.ANON] += 1
+        # lru.add(pfn) spelt out: the head of its node's inactive anon list.
+        lru = self.lru
+        node = zid // NR_ZONES
+        heads = lru.head[node]
+        old = heads[INACTIVE_ANON]
+        ft.flags[pfn] |= LRU
+        ft.lru_prev[pfn] = NIL
+        ft.lru_next[pfn] = old
+        if old == NIL:
+            lru.tail[node][INACTIVE_ANON] = pfn
+        else:
+            ft.lru_prev[old] = pfn
+        heads[INACTIVE_ANON] = pfn
+        g[PageStat.INACTIVE_ANON] += 1
         return pfn
 
     # ------------------------------------------------------------------
@@ -636,9 +652,14 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin):
             by_zone = np.bincount(pb_zone[gone >> 9], minlength=nr_zones)
             for z in np.flatnonzero(by_zone).tolist():
                 self.gauges[z][PageStat.ANON] -= int(by_zone[z])
-            release = self.release_unmapped_anon
-            for pfn in gone.tolist():
-                release(pfn)
+            cached = (flags[gone] & SWAPCACHE) != 0
+            self.lru.delete_many(gone[~cached])                 # free_anon_frame's part, batched
+            release, free_page = self.release_unmapped_anon, self.pmm.free_page
+            for pfn, in_cache in zip(gone.tolist(), cached.tolist()):
+                if in_cache:
+                    release(pfn)                                # the swap cache decides
+                else:
+                    free_page(pfn, cpu=0)
         if mm.limit is not None:
             mm.limit.forget_range(start >> 12, (end + PAGE - 1) >> 12)
         return cleared
