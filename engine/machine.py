@@ -22,7 +22,7 @@ from . import views
 from .background import Background
 from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
-from .reclaim.swap import MAX_SLOTS as SWAP_MAX_SLOTS
+from .reclaim.swap import COUNT_MASK as SWAP_COUNT_MASK, MAX_SLOTS as SWAP_MAX_SLOTS
 from .config import MachineConfig
 from .devices.iomem import PhysMap, Resource
 from .errors import Busy, InvalidArgument, NotPermitted, OutOfMemory
@@ -266,7 +266,7 @@ class Machine:
                 known = ", ".join(x.name for x in self.swap.active()) or "none"
                 raise InvalidArgument(f"swapoff: {name} is not an active swap area (active: {known})")
             need = sum(1 for off in range(1, a.nr_slots + 1)
-                       if a.count[off] & 0x7FFF and not a.cache[off])
+                       if a.count[off] & SWAP_COUNT_MASK and not a.cache[off])
             room = sum(max(0, z.free_pages - z.wmark_min) for z in self.zones)
             if need > room:
                 raise OutOfMemory(f"swapoff: {name} holds {need} pages that are not in RAM, but "

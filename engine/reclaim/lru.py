@@ -27,14 +27,6 @@ GAUGE = (PageStat.INACTIVE_ANON, PageStat.ACTIVE_ANON, PageStat.INACTIVE_FILE,
 FILE_TYPE = int(PageType.FILE)
 
 
-def is_file_lru(lru: int) -> bool:
-    return lru >= INACTIVE_FILE
-
-
-def is_active_lru(lru: int) -> bool:
-    return lru & 1 == 1
-
-
 class LruLists:
     """Every node's four lists. Callers hold the engine lock."""
 
@@ -43,14 +35,6 @@ class LruLists:
         self.gauges = gauges                           # vmm.gauges, by global zone id
         self.head = [[NIL] * NR_LRU for _ in range(nr_nodes)]
         self.tail = [[NIL] * NR_LRU for _ in range(nr_nodes)]
-
-    def lru_of(self, pfn: int) -> int:
-        """The list pfn is on (its flags must have LRU)."""
-        f = self.ft.flags[pfn]
-        return (2 if f & TYPE_MASK == FILE_TYPE else 0) + (1 if f & ACTIVE else 0)
-
-    def node_of(self, pfn: int) -> int:
-        return self.ft.pb_zone[pfn >> 9] // NR_ZONES
 
     # --- the list operations (list_add, list_del, list_move) --------------
 

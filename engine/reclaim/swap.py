@@ -30,7 +30,6 @@ from array import array
 
 from ..errors import bug_on
 from ..units import KiB, PAGE_SIZE
-from . import zswap as zsw
 
 HAS_CACHE = 0x8000
 COUNT_MASK = 0x7FFF
@@ -105,7 +104,7 @@ class SwapSystem:
         self.areas: list[SwapArea | None] = []
         self.events = events
         self.ft = ft
-        self.zswap: zsw.Zswap | None = None      # set by Machine
+        self.zswap = None                       # the Zswap in front of the areas, set by Machine
         # orphan(area, off): the last entry holding a slot went while its page is in the
         # swap cache; the VMM frees the page if no one maps it (free_swap_and_cache).
         self.orphan = None
@@ -200,6 +199,3 @@ class SwapSystem:
         if a.zsize[off]:
             self.zswap.invalidate(a, off)
         a.release(off)
-
-    def refs(self, swp_type: int, off: int) -> int:
-        return self.areas[swp_type].count[off] & COUNT_MASK

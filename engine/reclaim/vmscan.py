@@ -41,11 +41,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, NIL, REFERENCED, SWAPCACHE, TYPE_MASK,
                           PageType)
 from ..sysctl import Tunable
 from ..pmm.zone import NR_ZONES
 from ..stats import VmEvent, ZoneStat
+from ..vmm.files import NO_FRAME
 from ..vmm.vmm import FaultOom
 from .lru import ACTIVE_ANON, ACTIVE_FILE, INACTIVE_ANON, INACTIVE_FILE
 
@@ -320,8 +323,6 @@ class Reclaimer:
 
     def drop_pagecache(self) -> int:
         """Drop every clean, unmapped page-cache page (drop_caches 1). Returns pages dropped."""
-        import numpy as np
-        from ..vmm.files import NO_FRAME
         vmm, ft = self.vmm, self.ft
         n = 0
         for f in list(vmm.inodes.values()):

@@ -31,6 +31,7 @@ from ..pmm.frames import MigrateType, PageType
 from ..pmm.zone import ZONE_NORMAL
 from ..stats import VmEvent
 from ..units import PAGE_SIZE
+from .swap import pack, unpack
 
 DEFAULT_RATIO = 3.0
 
@@ -60,7 +61,6 @@ class Zswap:
         self.ring = array("I")                     # stored slots, oldest first (lazy removal)
         self.ring_head = 0
         self.ring_base = 0                         # absolute position of ring[0]
-        self.written_back = 0
         self.rejected = 0
 
     # ------------------------------------------------------------------
@@ -95,7 +95,7 @@ class Zswap:
         area.zsize[off] = size + 1
         area.in_zswap += 1
         area.zpos[off] = self.ring_base + len(self.ring)
-        self.ring.append((area.type << 27) | off)
+        self.ring.append(pack(area.type, off))
         self._compact()
         self.events[VmEvent.ZSWPOUT] += 1
         return True
@@ -141,16 +141,9 @@ class Zswap:
                 return
             area, off = found
             self.invalidate(area, off)
-            self.written_back += 1
             self.events[VmEvent.ZSWPWB] += 1
             self.events[VmEvent.PSWPOUT] += 1
             self.events[VmEvent.PGPGOUT] += PAGE_SIZE // 1024
-
-    def writeback_all(self, area) -> None:
-        """Every page of one area out of the pool onto the device (the area is going)."""
-        for off in range(1, area.nr_slots + 1):
-            if area.zsize[off]:
-                self.invalidate(area, off)
 
     def _pop_oldest(self):
         ring = self.ring
@@ -158,7 +151,7 @@ class Zswap:
             word = ring[self.ring_head]
             pos = self.ring_base + self.ring_head
             self.ring_head += 1
-            t, off = word >> 27, word & ((1 << 27) - 1)
+            t, off = unpack(word)
             area = self.swap.areas[t] if t < len(self.swap.areas) else None
             if area is not None and area.zsize[off] and area.zpos[off] == pos:
                 return area, off
@@ -173,7 +166,7 @@ class Zswap:
         base = self.ring_base + len(ring)           # the rebuilt ring starts here
         for k in range(self.ring_head, len(ring)):
             word = ring[k]
-            t, off = word >> 27, word & ((1 << 27) - 1)
+            t, off = unpack(word)
             area = self.swap.areas[t] if t < len(self.swap.areas) else None
             if area is not None and area.zsize[off] and area.zpos[off] == self.ring_base + k:
                 area.zpos[off] = base + len(live)

@@ -121,10 +121,9 @@ class LimitMixin:
         if ptype == ANON:
             if not ft.flags[pfn] & SWAPCACHE and not self.add_to_swap(pfn):
                 return False
-            word = ft.swp[pfn]
-            st, off = word >> 27, word & ((1 << 27) - 1)
-            t[i] = P.swp_entry(st, off)
-            self.swap.dup(st, off)
+            area, off = self.slot_of(pfn)
+            t[i] = P.swp_entry(area.type, off)
+            self.swap.dup(area.type, off)
             mm.rss_anon -= 1
             mm.swap_ents += 1
             if e & P.DIRTY:

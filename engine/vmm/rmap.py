@@ -112,8 +112,8 @@ class RmapMixin:
         dirty = False
         if ptype == ANON:
             bug_on(not ft.flags[pfn] & SWAPCACHE, "rmap", f"anon pfn {pfn:#x} unmapped outside the swap cache")
-            word = ft.swp[pfn]
-            swp_type, off = word >> 27, word & ((1 << 27) - 1)
+            area, off = self.slot_of(pfn)
+            swp_type = area.type
             entry = P.swp_entry(swp_type, off)
         maps = self.mappings(pfn)
         for proc, va, t, i in maps:

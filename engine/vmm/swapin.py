@@ -31,12 +31,11 @@ from .vma import PROT_BITS
 from ..errors import bug_on
 from ..pmm.frames import (DIRTY as PG_DIRTY, RMAP_INDEX_BITS, SWAPCACHE, MigrateType, PageType)
 from ..pmm.zone import ZONE_MOVABLE
-from ..reclaim.swap import COUNT_MASK, HAS_CACHE, SWP_OFFSET_BITS
+from ..reclaim.swap import COUNT_MASK, HAS_CACHE, pack, unpack
 from ..reclaim.zswap import DEFAULT_RATIO
 from ..stats import PageStat, VmEvent
 
 PFN_MASK = P.PFN_MASK
-OFF_MASK = (1 << SWP_OFFSET_BITS) - 1
 U64 = np.uint64
 
 
@@ -46,10 +45,15 @@ class SwapInMixin:
 
     # --- the swap cache ----------------------------------------------------
 
+    def slot_of(self, pfn: int):
+        """(area, offset) of a swap-cache frame's slot."""
+        swp_type, off = unpack(self.ft.swp[pfn])
+        return self.swap.areas[swp_type], off
+
     def swapcache_add(self, pfn: int, area, off: int) -> None:
         ft = self.ft
         ft.flags[pfn] |= SWAPCACHE
-        ft.swp[pfn] = (area.type << SWP_OFFSET_BITS) | off
+        ft.swp[pfn] = pack(area.type, off)
         area.cache[off] = pfn + 1
         area.count[off] |= HAS_CACHE
         self._gauge(pfn, PageStat.SWAPCACHE, 1)
@@ -57,9 +61,7 @@ class SwapInMixin:
     def swapcache_del(self, pfn: int) -> None:
         """The frame leaves the swap cache; its slot goes too if no entry holds it."""
         ft = self.ft
-        word = ft.swp[pfn]
-        area = self.swap.areas[word >> SWP_OFFSET_BITS]
-        off = word & OFF_MASK
+        area, off = self.slot_of(pfn)
         bug_on(area.cache[off] != pfn + 1, "swapcache", f"pfn {pfn:#x} is not slot {off}'s page")
         ft.flags[pfn] &= ~(SWAPCACHE | PG_DIRTY)
         ft.swp[pfn] = 0
@@ -89,9 +91,8 @@ class SwapInMixin:
         cache for other processes that still hold its slot (they will find it there)."""
         ft = self.ft
         if ft.flags[pfn] & SWAPCACHE:
-            word = ft.swp[pfn]
-            area = self.swap.areas[word >> SWP_OFFSET_BITS]
-            if area.count[word & OFF_MASK] & COUNT_MASK:
+            area, off = self.slot_of(pfn)
+            if area.count[off] & COUNT_MASK:
                 return
         self.free_anon_frame(pfn)
 
@@ -262,7 +263,7 @@ class SwapInMixin:
             fresh.append(pfn)
         # Every page is in RAM: from here nothing can fail.
         for pfn in fresh:
-            off = ft.swp[pfn] & OFF_MASK
+            off = self.slot_of(pfn)[1]
             if area.zsize[off]:
                 self.events[VmEvent.ZSWPIN] += 1
             else:
@@ -302,9 +303,7 @@ class SwapInMixin:
         """Write a swap-cache frame's content to its slot: into zswap if the pool takes it,
         else to the device."""
         ft = self.ft
-        word = ft.swp[pfn]
-        area = self.swap.areas[word >> SWP_OFFSET_BITS]
-        off = word & OFF_MASK
+        area, off = self.slot_of(pfn)
         value = ft.content[pfn]
         area.data[off] = value
         area.age[off] = self.eviction_clock & 0xFFFFFFFF

@@ -42,6 +42,7 @@ from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, LRU, NIL, RMAP_INDEX_BITS
                           TYPE_MASK, MigrateType, PageType)
 from ..pmm.zone import NR_ZONES, ZONE_MOVABLE, ZONE_NORMAL
 from ..reclaim.lru import INACTIVE_ANON, LruLists
+from ..reclaim.swap import COUNT_MASK
 from ..stats import PageStat, VmEvent, page_gauges
 
 ANON = int(PageType.ANON)
@@ -517,8 +518,8 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin):
         holds its slot; it then leaves the swap cache (folio_free_swap)."""
         if not self.ft.flags[pfn] & SWAPCACHE:
             return True
-        word = self.ft.swp[pfn]
-        if self.swap.areas[word >> 27].count[word & ((1 << 27) - 1)] & 0x7FFF:
+        area, off = self.slot_of(pfn)
+        if area.count[off] & COUNT_MASK:
             return False
         self.swapcache_del(pfn)
         return True

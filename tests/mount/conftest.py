@@ -117,6 +117,28 @@ class Mounted:
     def status(self, pid: int) -> dict[str, int]:
         return self.kb(f"{pid}/status")
 
+    def trace_end(self) -> int:
+        """The trace stream's length now: a mark for trace_since."""
+        return os.stat(self.path / "trace").st_size
+
+    def trace_since(self, offset: int) -> list[str]:
+        """The trace lines from absolute offset to the current end (never blocks)."""
+        fd = os.open(self.path / "trace", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(fd)
+        return data.decode().splitlines()
+
     def u64s(self, rel: str, index: int, count: int = 1) -> list[int]:
         """count little-endian u64 entries from a binary file, starting at entry index."""
         fd = os.open(self.path / rel, os.O_RDONLY)

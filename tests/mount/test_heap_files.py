@@ -72,29 +72,6 @@ def live_table(heap_text):
     return out
 
 
-def trace_end(m):
-    return os.stat(m / "trace").st_size
-
-
-def trace_since(m, offset):
-    """The trace lines from absolute offset to the current end (never blocks)."""
-    fd = os.open(m / "trace", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-        data = b""
-        while True:
-            try:
-                chunk_ = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk_:
-                break
-            data += chunk_
-    finally:
-        os.close(fd)
-    return data.decode().splitlines()
-
-
 # ---------------------------------------------------------------------------
 # scavenge: RSS falls, the heap's mapped size stays
 # ---------------------------------------------------------------------------
@@ -140,7 +117,7 @@ def test_scavenge_after_freeing_many_small_objects_gives_back_whole_free_pages(m
     assert f"mapped {heap_hi - heap_lo} bytes" in heap
     maps_before = m.read(f"{pid}/maps")
     free_before = m.meminfo()["MemFree"]
-    mark = trace_end(m)
+    mark = m.trace_end()
 
     m.pctl(pid, "scavenge")
 
@@ -155,7 +132,7 @@ def test_scavenge_after_freeing_many_small_objects_gives_back_whole_free_pages(m
     assert f"  segment {heap_lo:#x}-{heap_hi:#x}" in after
     assert f"scavenged {released} pages" in after
     assert m.kmsg_tail()[0].endswith(f"scavenge: {pid} (churn): {released} pages given back")
-    lines = trace_since(m, mark)
+    lines = m.trace_since(mark)
     assert any(re.fullmatch(rf"\d+ {pid} scavenge reason=command areas=2 "
                             rf"heap_pages={released} stack_pages=0", ln) for ln in lines), lines
 
@@ -184,14 +161,14 @@ def test_double_free_is_refused_reported_and_leaves_the_heap_consistent(machine)
     m.pctl(pid, f"free {a:#x}")
     heap_before = m.read(f"{pid}/heap")
     status_before = m.read(f"{pid}/status")
-    mark = trace_end(m)
+    mark = m.trace_end()
 
     code, reason = m.rejected(f"free {a:#x}", f"{pid}/ctl")
 
     assert code == errno.EINVAL
     assert "double free" in reason
     assert any(f"heap: {pid} (dbl): free({a:#x}): double free" in ln for ln in m.kmsg_tail(2))
-    errors = [ln for ln in trace_since(m, mark) if ln.split()[1:3] == [str(pid), "heap-error"]]
+    errors = [ln for ln in m.trace_since(mark) if ln.split()[1:3] == [str(pid), "heap-error"]]
     assert len(errors) == 1 and f"free({a:#x}): double free" in errors[0], errors
     heap_after = m.read(f"{pid}/heap")
     assert heap_without_error_count(heap_after) == heap_without_error_count(heap_before)
@@ -485,15 +462,15 @@ def test_the_idle_scavenger_visits_an_idle_process_every_50_ticks(machine):
     for p in ptrs:
         m.pctl(pid, f"free {p:#x}")
     assert rss(m, pid) == 108
-    mark = trace_end(m)
+    mark = m.trace_end()
     m.step(50)                                        # one period: exactly one visit
-    visits = [ln for ln in trace_since(m, mark) if f" {pid} scavenge reason=idle " in ln]
+    visits = [ln for ln in m.trace_since(mark) if f" {pid} scavenge reason=idle " in ln]
     assert len(visits) == 1, visits
     assert visits[0].endswith("areas=2 heap_pages=24 stack_pages=0")
     assert rss(m, pid) == 108 - 24 * 4
     first = int(visits[0].split()[0])
-    mark = trace_end(m)
+    mark = m.trace_end()
     m.step(50)
-    visits = [ln for ln in trace_since(m, mark) if f" {pid} scavenge reason=idle " in ln]
+    visits = [ln for ln in m.trace_since(mark) if f" {pid} scavenge reason=idle " in ln]
     assert [int(v.split()[0]) for v in visits] == [first + 50]
     assert visits[0].endswith("areas=2 heap_pages=0 stack_pages=0"), "nothing left to give"

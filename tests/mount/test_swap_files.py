@@ -104,29 +104,6 @@ def pagemap_range(m, pid: int, va: int, pages: int) -> list[int]:
     return out
 
 
-def trace_end(m) -> int:
-    return os.stat(m / "trace").st_size
-
-
-def trace_since(m, offset: int) -> list[str]:
-    """The trace lines from absolute offset to the current end (never blocks)."""
-    fd = os.open(m / "trace", os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-        data = b""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode().splitlines()
-
-
 def write_fails(m, rel: str, text: str) -> int:
     """Write text to a file that must refuse it; returns the errno."""
     fd = os.open(m / rel, os.O_WRONLY)
@@ -315,14 +292,14 @@ def test_notified_processes_scavenge_before_anything_is_swapped(small):
     v0 = vmstat(m)
     assert v0["pswpout"] == v0["zswpout"] == 0
 
-    start = trace_end(m)
+    start = m.trace_end()
     m.ctl("pressure 48M ticks=50")
     m.step(20)                              # at most a tenth a tick: all taken by tick 10
     v = vmstat(m)
     assert (v["pswpout"], v["zswpout"], v["pgsteal_anon"]) == (0, 0, 0), "nothing swapped"
     assert m.status(pid)["VmRSS"] == rss0 - freed_kb
     assert m.meminfo()["MemFree"] == free0 + freed_kb - squeeze_kb, "the squeeze holds 48 MiB"
-    events = trace_since(m, start)
+    events = m.trace_since(start)
     assert any(re.fullmatch(r"0 0 notify level=low processes=1", ln) for ln in events)
     scav = [ln for ln in events if f" {pid} scavenge reason=notify-low " in ln]
     assert scav and scav[0].startswith("1 ") and f"heap_pages={freed_kb // 4}" in scav[0], events[-8:]
@@ -347,13 +324,13 @@ def test_notify_critical_makes_every_process_scavenge_on_its_next_tick(machine):
     hi = (kept - 16) // PAGE * PAGE
     rss0 = m.status(pid)["VmRSS"]
     tick = int(m.read("clock").split()[1])
-    start = trace_end(m)
+    start = m.trace_end()
     m.ctl("notify critical")
     assert re.search(r"notify: critical memory: \d+ processes notified$", m.kmsg_tail(1)[0])
     assert m.status(pid)["VmRSS"] == rss0, "handled on the process's next run, not at once"
     m.step(1)
     assert m.status(pid)["VmRSS"] == rss0 - (hi - lo) // KB
-    events = trace_since(m, start)
+    events = m.trace_since(start)
     assert any(ln.startswith(f"{tick + 1} {pid} scavenge reason=notify-critical ")
                and f"heap_pages={(hi - lo) // PAGE} " in ln for ln in events), events
 
