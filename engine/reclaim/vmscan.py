@@ -30,8 +30,10 @@ weighted by swappiness and file by 200 - swappiness. Priorities go from 12
 down to 0 until enough was reclaimed.
 
 kswapd: when a zone falls below its low watermark, reclaim on its node until
-every zone is above high (at most KSWAPD_BATCH pages a tick, so a tick stays
-bounded); after MAX_RECLAIM_RETRIES runs in a row that freed nothing it
+every zone is above high. A tick stays bounded: at most KSWAPD_BATCH pages
+reclaimed and KSWAPD_SCAN pages looked at (right after a fill every page is
+referenced, and one pass would otherwise age the whole LRU in one tick);
+kswapd carries on where it stopped on the next tick. After MAX_RECLAIM_RETRIES runs in a row that freed nothing it
 leaves the node alone until a direct reclaim succeeds there. Direct reclaim: an allocation that found every zone at min
 reclaims SWAP_CLUSTER_MAX pages itself and retries (allocstall, and the
 process stalls: PSI), up to MAX_RECLAIM_RETRIES times without progress;
@@ -56,6 +58,7 @@ SWAP_CLUSTER_MAX = 32
 DEF_PRIORITY = 12
 MAX_RECLAIM_RETRIES = 16
 KSWAPD_BATCH = 2048
+KSWAPD_SCAN = 8 * KSWAPD_BATCH
 ANON = int(PageType.ANON)
 FILE = int(PageType.FILE)
 
@@ -79,6 +82,9 @@ class Reclaimer:
         # Runs in a row that reclaimed nothing; at MAX_RECLAIM_RETRIES kswapd gives the node
         # up until a direct reclaim frees something there (pgdat->kswapd_failures).
         self.kswapd_failures = [0] * len(machine.node_zones)
+        # Set by shrink_node when it stopped because its scan budget ran out.
+        self.scan_exhausted = False
+        self.last_scan = 0
 
     # ------------------------------------------------------------------
     # the allocation slow path
@@ -140,15 +146,19 @@ class Reclaimer:
                     continue
                 self.kswapd_active[node] = True
                 self.events[VmEvent.PAGEOUTRUN] += 1
-            budget = KSWAPD_BATCH
-            while budget > 0:
+            budget, scan = KSWAPD_BATCH, KSWAPD_SCAN
+            while budget > 0 and scan > 0:
                 short = sum(max(0, z.wmark_high - z.free_pages) for z in zones)
                 if short == 0:
                     self.kswapd_active[node] = False
                     break
                 got = self.shrink_node(node, min(budget, max(short, SWAP_CLUSTER_MAX)),
-                                       direct=False, highest=NR_ZONES - 1, proc=None)
+                                       direct=False, highest=NR_ZONES - 1, proc=None,
+                                       max_scan=scan)
+                scan -= self.last_scan
                 if got == 0:
+                    if self.scan_exhausted:
+                        break                        # out of time this tick, not of pages
                     self.kswapd_active[node] = False   # nothing reclaimable: sleep
                     self.kswapd_failures[node] += 1
                     break
@@ -163,11 +173,16 @@ class Reclaimer:
         return self.m.swap.free_slots() > 0
 
     def shrink_node(self, node: int, nr_to_reclaim: int, *, direct: bool, highest: int,
-                    proc=None, may_swap: bool = True) -> int:
-        """Reclaim up to nr_to_reclaim pages from node's lists. Returns pages reclaimed."""
+                    proc=None, may_swap: bool = True, max_scan: int | None = None) -> int:
+        """Reclaim up to nr_to_reclaim pages from node's lists, looking at no more than
+        max_scan pages on them (active and inactive) if given. Returns pages reclaimed;
+        last_scan is how many pages were looked at and scan_exhausted whether max_scan
+        stopped it."""
         lru = self.lru
         swappiness = self.m.sysctl["swappiness"]
-        reclaimed = scanned = 0
+        reclaimed = scanned = work = 0
+        self.scan_exhausted = False
+        room = max_scan if max_scan is not None else -1
         for priority in range(DEF_PRIORITY, -1, -1):
             swap_ok = may_swap and self.can_swap()
             sizes = [lru.size(node, k) for k in range(4)]
@@ -182,15 +197,25 @@ class Reclaimer:
                 # Like shrink_lruvec: work in batches and stop once enough is reclaimed.
                 left = nr_to_reclaim - reclaimed
                 if self._inactive_is_low(sizes[inactive], sizes[active]):
-                    self.shrink_active(node, active, min(want, max(SWAP_CLUSTER_MAX, 2 * left)))
-                got, seen = self.shrink_inactive(node, inactive, want, direct=direct,
-                                                 highest=highest, enough=left)
+                    n = min(want, max(SWAP_CLUSTER_MAX, 2 * left))
+                    if room >= 0:
+                        n = min(n, room - work)
+                    work += self.shrink_active(node, active, n)
+                if room >= 0:
+                    want = min(want, room - work)
+                got, seen, looked = self.shrink_inactive(node, inactive, want, direct=direct,
+                                                         highest=highest, enough=left)
                 reclaimed += got
                 scanned += seen
-                if reclaimed >= nr_to_reclaim:
+                work += looked
+                if reclaimed >= nr_to_reclaim or (room >= 0 and work >= room):
                     break
             if reclaimed >= nr_to_reclaim:
                 break
+            if room >= 0 and work >= room:
+                self.scan_exhausted = True
+                break
+        self.last_scan = work
         if direct and proc is not None:
             self.vmm.psi.stall(proc, scanned * self.vmm.psi.RECLAIM_PAGE_US)
         return reclaimed
@@ -219,14 +244,15 @@ class Reclaimer:
         ratio = int(math.sqrt(10 * gb)) if gb else 1
         return inactive * ratio < active
 
-    def shrink_active(self, node: int, lru_id: int, nr: int) -> None:
-        """Age nr pages from the active list's tail onto the inactive list."""
+    def shrink_active(self, node: int, lru_id: int, nr: int) -> int:
+        """Age nr pages from the active list's tail onto the inactive list. Returns the
+        number of pages looked at."""
         lru, vmm, ft = self.lru, self.vmm, self.ft
         pinned = vmm.pinned
-        for _ in range(nr):
+        for k in range(nr):
             pfn = lru.oldest(node, lru_id)
             if pfn == NIL:
-                return
+                return k
             self.events[VmEvent.PGREFILL] += 1
             if pfn in pinned:
                 lru.move(pfn, True)
@@ -237,23 +263,25 @@ class Reclaimer:
                 continue
             lru.move(pfn, False)
             self.events[VmEvent.PGDEACTIVATE] += 1
+        return max(nr, 0)
 
     def shrink_inactive(self, node: int, lru_id: int, nr: int, *, direct: bool,
-                        highest: int, enough: int | None = None) -> tuple[int, int]:
+                        highest: int, enough: int | None = None) -> tuple[int, int, int]:
         """Scan up to nr pages from the inactive list's tail, stopping at the end of the
         SWAP_CLUSTER_MAX batch in which `enough` pages were reclaimed. Returns (reclaimed,
-        scanned)."""
+        scanned, looked at) where scanned leaves out pages skipped as busy or too high."""
         lru, vmm, ft = self.lru, self.vmm, self.ft
         pinned = vmm.pinned
         file = lru_id == INACTIVE_FILE
         ev = self.events
-        reclaimed = scanned = 0
+        reclaimed = scanned = looked = 0
         for k in range(nr):
             if enough is not None and reclaimed >= enough and k % SWAP_CLUSTER_MAX == 0:
                 break
             pfn = lru.oldest(node, lru_id)
             if pfn == NIL:
                 break
+            looked += 1
             if pfn in pinned or ft.pb_zone[pfn >> 9] % NR_ZONES > highest:
                 lru.move(pfn, False)                 # busy, or no use to this allocation
                 continue
@@ -276,7 +304,7 @@ class Reclaimer:
         ev[VmEvent.PGSCAN_FILE if file else VmEvent.PGSCAN_ANON] += scanned
         ev[VmEvent.PGSTEAL_DIRECT if direct else VmEvent.PGSTEAL_KSWAPD] += reclaimed
         ev[VmEvent.PGSTEAL_FILE if file else VmEvent.PGSTEAL_ANON] += reclaimed
-        return reclaimed, scanned
+        return reclaimed, scanned, looked
 
     def _references(self, pfn: int, file: bool) -> str:
         """folio_check_references: activate, keep (another trip), or reclaim."""

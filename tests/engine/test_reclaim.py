@@ -75,6 +75,39 @@ def test_kswapd_raises_every_zone_to_its_high_watermark(small, invariants):
     invariants(m)
 
 
+def test_a_kswapd_tick_looks_at_no_more_than_its_scan_budget_and_goes_on_next_tick(
+        small, invariants, monkeypatch):
+    """Right after a fill every page is referenced, so a pass finds little to reclaim per
+    page looked at. A tick looks at no more than KSWAPD_SCAN pages (pgscan + pgrefill; here
+    64 instead of 16384 so the small machine shows it); kswapd stays awake without counting
+    a failure, goes on the next tick, and in the end balances every zone in one run
+    (pageoutrun + 1)."""
+    from engine.reclaim import vmscan
+    m = small
+    pid, a = hog(m, 60 * MIB, seed=1)
+    monkeypatch.setattr(vmscan, "KSWAPD_SCAN", 64)
+    looked = ("pgscan_kswapd", "pgrefill")
+    before = events(m, *looked, "pageoutrun")
+    m.step(1)
+    one = events(m, *looked)
+    assert 0 < sum(one[k] - before[k] for k in looked) <= 64
+    assert m.reclaim.kswapd_active[0] and m.reclaim.kswapd_failures[0] == 0
+    ticks = 1
+    while m.reclaim.kswapd_active[0] and ticks < 2000:
+        prev = events(m, *looked)
+        m.step(1)
+        now = events(m, *looked)
+        assert sum(now[k] - prev[k] for k in looked) <= 64
+        ticks += 1
+    assert ticks > 2, "a budget of 64 needs several ticks"
+    for z in zones(m):
+        assert z.free_pages >= z.wmark_high, f"{z.name}: {z.free_pages} < high {z.wmark_high}"
+    assert events(m, "pageoutrun")["pageoutrun"] == before["pageoutrun"] + 1
+    assert m.reclaim.kswapd_failures[0] == 0
+    assert m.tasks.verify(pid, a, 60 * MIB, seed=1) == 0
+    invariants(m)
+
+
 def test_kswapd_stays_asleep_while_every_zone_is_above_low(small, invariants):
     m = small
     hog(m, 20 * MIB, seed=1)
