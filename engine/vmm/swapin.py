@@ -12,7 +12,11 @@ mm/swap_state.c and the swap half of mm/memory.c (do_swap_page):
 - do_swap_page: a not-present entry holding a swap entry. The page comes
   from the swap cache (a minor fault), else from zswap or the device (a
   major fault; the device read also reads the neighbouring slots ahead,
-  2^page-cluster of them, aligned). The entry becomes present; the slot
+  aligned, in a window that adapts to how many read-ahead pages were used
+  since the last read: 1 page with no hits unless the slot follows the
+  previous one, else hits + 2 rounded up to a power of two, at most
+  2^page-cluster, never less than half the previous window
+  (swapin_nr_pages). The entry becomes present; the slot
   loses the reference the entry held. A page only this process holds is
   mapped writable (a write fault takes it out of the swap cache at once);
   one that others still hold in their swap entries is mapped read-only, and
@@ -42,6 +46,11 @@ U64 = np.uint64
 class SwapInMixin:
     # The host class (Vmm) provides ft, pmm, swap, lru, events, gauges, mms, trace, psi,
     # _alloc(), _pte_bits(), _gauge(), _wp_fault(), leaf_tables(), page_cluster.
+
+    # Readahead's memory (swapin_readahead_hits, prev_offset, last_readahead_pages).
+    ra_hits = 0
+    ra_prev_off = 0
+    ra_last_win = 0
 
     # --- the swap cache ----------------------------------------------------
 
@@ -109,6 +118,7 @@ class SwapInMixin:
         if pfn >= 0:
             if ft.mapcount[pfn] == 0 and not ft.rmap[pfn]:
                 self.events[VmEvent.SWAP_RA_HIT] += 1        # read ahead, now wanted
+                self.ra_hits += 1
             proc.minflt += 1
             how = "swapcache"
         else:
@@ -171,11 +181,28 @@ class SwapInMixin:
         active = sum(g[PageStat.ACTIVE_ANON] + g[PageStat.ACTIVE_FILE] for g in self.gauges)
         return distance <= active
 
+    def ra_window(self, off: int) -> int:
+        """swapin_nr_pages: how many slots (a power of two) to read around off."""
+        most = 1 << self.page_cluster
+        if most <= 1:
+            return 1
+        hits, self.ra_hits = self.ra_hits, 0
+        win = hits + 2
+        if hits == 0:
+            if abs(off - self.ra_prev_off) != 1:
+                win = 1
+            self.ra_prev_off = off
+        else:
+            win = 1 << (max(4, win) - 1).bit_length()
+        win = max(min(win, most), self.ra_last_win // 2)
+        self.ra_last_win = win
+        return win
+
     def _readahead(self, proc, area, off: int) -> None:
-        """swap_cluster_readahead: the in-use slots around off, aligned to 2^page-cluster,
-        from free memory only: readahead never reclaims (nor takes a zone's last frames
-        above min; kswapd refills what it used)."""
-        win = 1 << self.page_cluster
+        """swap_cluster_readahead: the in-use slots around off in an aligned window of
+        ra_window(off) slots, from free memory only: readahead never reclaims (nor takes a
+        zone's last frames above min; kswapd refills what it used)."""
+        win = self.ra_window(off)
         if win <= 1:
             return
         zone = self.pmm.zonelist(proc.node, ZONE_MOVABLE)[0]
