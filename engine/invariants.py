@@ -23,7 +23,12 @@ InternalError, naming what broke and where, the first time one of these fails:
   pageblock of either is ISOLATE);
 - free frames have no mappings; watermarks are ordered min <= low <= high;
 - the physical address map is a tree: siblings sorted and disjoint, each
-  child inside its parent, every BAR a naturally aligned child of a PCI window.
+  child inside its parent, every BAR a naturally aligned child of a PCI window;
+- memory blocks: an online block holds no OFFLINE frame, an offline one only
+  OFFLINE frames (and holes); a hot-added block's memmap frames are KERNEL
+  frames, each held once; every HWPOISON frame is in Machine.poisoned and
+  every poisoned frame is HWPOISON or in an offline block; zswap's pool
+  frames carry their owner and place in the pool in rmap.
 
 And of its virtual memory (the Vmm and the task table):
 
@@ -120,7 +125,7 @@ import numpy as np
 
 from .errors import InternalError
 from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
-from .pmm.frames import (ACTIVE, BUDDY, DIRTY, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
+from .pmm.frames import (ACTIVE, BUDDY, DIRTY, KOWNER_ZSWAP, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
                          ORDER_MASK, ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, REFERENCED, RMAP_INDEX_BITS,
                          SWAPCACHE, TYPE_MASK, MigrateType, PageType)
 from .pmm.zone import NR_ZONES
@@ -140,6 +145,8 @@ FILE = int(PageType.FILE)
 SHMEM = int(PageType.SHMEM)
 PAGETABLE = int(PageType.PAGETABLE)
 KERNEL = int(PageType.KERNEL)
+OFFLINE = int(PageType.OFFLINE)
+HWPOISON = int(PageType.HWPOISON)
 SLOT_MASK = (1 << SWP_OFFSET_BITS) - 1
 U64 = np.uint64
 
@@ -184,6 +191,7 @@ def check_invariants(machine) -> None:
                   f"high {z.wmark_high}")
     _check_physmap(machine.physmap.top, None)
     _check_owners(machine, flags)
+    _check_hotplug(machine, flags)
     _check_vmm(machine, flags)
     _check_heaps(machine)
 
@@ -504,6 +512,45 @@ def _check_owners(machine, flags: np.ndarray) -> None:
         if z.managed_pages != here:
             _fail(f"{_where(z)}: managed_pages says {z.managed_pages}, its span holds {here} "
                   f"RAM frames outside the boot reservations")
+
+
+def _check_hotplug(machine, flags: np.ndarray) -> None:
+    hp = machine.hotplug
+    ptype = flags & TYPE_MASK
+    bp = hp.block_pages
+    held = []
+    for b in hp.blocks.values():
+        s, e = b.index * bp, min((b.index + 1) * bp, flags.size)
+        t = ptype[s:e]
+        if b.online and (t == OFFLINE).any():
+            _fail(f"memory{b.index} is online but pfn {s + _first(t == OFFLINE):#x} is OFFLINE")
+        if not b.online and ((t != OFFLINE) & (t != NOPAGE)).any():
+            pfn = s + _first((t != OFFLINE) & (t != NOPAGE))
+            _fail(f"memory{b.index} is offline but pfn {pfn:#x} is "
+                  f"{PageType(int(ptype[pfn])).name}")
+        held.append(np.frombuffer(b.memmap, dtype=np.uint32).astype(np.int64))
+    memmap = _cat(held)
+    bad = ptype[memmap] != KERNEL
+    if bad.any():
+        _fail(f"memmap frame {int(memmap[_first(bad)]):#x} of a hot-added block is "
+              f"{PageType(int(ptype[int(memmap[_first(bad)])])).name}, expected KERNEL")
+    if np.unique(memmap).size != memmap.size:
+        _fail("a memmap frame is held by two hot-added blocks")
+    unknown = [p for p in np.flatnonzero(ptype == HWPOISON).tolist() if p not in machine.poisoned]
+    if unknown:
+        _fail(f"pfn {unknown[0]:#x} is HWPOISON but not in Machine.poisoned")
+    for p in machine.poisoned:
+        if p >= flags.size or ptype[p] not in (HWPOISON, OFFLINE):
+            _fail(f"poisoned pfn {p:#x} is typed "
+                  f"{PageType(int(ptype[p])).name if p < flags.size else 'beyond the table'}")
+    zswap = machine.swap.zswap
+    frames = np.frombuffer(zswap.frames, dtype=np.uint32).astype(np.int64)
+    want = (np.uint64(KOWNER_ZSWAP) << np.uint64(RMAP_INDEX_BITS)) + np.arange(
+        frames.size, dtype=np.uint64)
+    bad = machine.ft.rmap_np()[frames] != want
+    if bad.any():
+        _fail(f"zswap pool frame {int(frames[_first(bad)]):#x} (#{_first(bad)}) has rmap "
+              f"{int(machine.ft.rmap_np()[frames][_first(bad)]):#x}, expected its place in the pool")
 
 
 # ---------------------------------------------------------------------------

@@ -24,13 +24,15 @@ from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
 from .reclaim.swap import COUNT_MASK as SWAP_COUNT_MASK, MAX_SLOTS as SWAP_MAX_SLOTS
 from .config import MachineConfig
+from .devices.hotplug import AUTO_ONLINE, ONLINE_TYPES, Hotplug
 from .devices.iomem import PhysMap, Resource
-from .errors import Busy, InvalidArgument, NotPermitted, OutOfMemory
+from .devices.memfail import MemoryFailure
+from .errors import Busy, EngineError, InvalidArgument, NotPermitted, OutOfMemory
 from .kmsg import KernelLog
 from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
-from .pmm.frames import TYPE_MASK, MigrateType, PageType
+from .pmm.frames import KOWNER_ZSWAP, TYPE_MASK, MigrateType, PageType
 from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import VmEvent, event_counters
 from .vmm.pte import MAX_SWAPFILES as P_MAX_SWAPFILES
@@ -85,12 +87,18 @@ class Machine:
         self.vmm.trace = self.trace
         self.vmm.swap = self.swap
         self.swap.orphan = self.vmm.free_orphan_cache
+        self.vmm.kowners[KOWNER_ZSWAP] = self.swap.zswap
         self.psi = Psi(cfg.clock.tick_ms * 1000)
         self.vmm.psi = self.psi
         self.oom = OomKiller(self)
         self.reclaim = Reclaimer(self)
         self.vmm.reclaim = self.reclaim
         self._apply_tunables()
+        self._default_min_free = watermarks.default_min_free_kbytes(
+            watermarks.lowmem_pages(self.zones))
+        self.poisoned: set[int] = set()             # frames found faulty (HardwareCorrupted)
+        self.hotplug = Hotplug(self)
+        self.memfail = MemoryFailure(self)
         self._ticker: Ticker | None = None
         views.log_boot(self)
         self.tasks = Tasks(self)
@@ -518,6 +526,172 @@ class Machine:
                           f"pci {bar.name}: BAR 0 [mem {bar.start:#018x}-{bar.end - 1:#018x}"
                           f"{' 64bit' if wide else ''}{' pref' if prefetch else ''}]: assigned")
             return bar
+
+    # ------------------------------------------------------------------
+    # memory hot-plug (devices/system/memory, dimm add/remove)
+    # ------------------------------------------------------------------
+
+    def memory_changed(self) -> None:
+        """Memory went online or offline: min_free_kbytes (unless set by hand), watermarks,
+        lowmem protection, per-cpu stacks and zonelists are worked out again
+        (init_per_zone_wmark_min, build_all_zonelists)."""
+        default = watermarks.default_min_free_kbytes(watermarks.lowmem_pages(self.zones))
+        if self.sysctl["min_free_kbytes"] == self._default_min_free:
+            self.sysctl["min_free_kbytes"] = default
+        self._default_min_free = default
+        self.pmm.build_zonelists()
+        self._apply_tunables()
+
+    def memory_probe(self, addr: int) -> int:
+        """probe: add the memory block at physical address addr. Returns its index."""
+        with self.mu:
+            hp = self.hotplug
+            hp.check_range(addr, hp.block_size, "probe")
+            node = hp.node_of_address(addr)
+            [index] = hp.add_memory(addr, hp.block_size, node, None)
+            self.kmsg.log(self.clock.uptime_us, f"memory: probe [mem {addr:#018x}-"
+                                                f"{addr + hp.block_size - 1:#018x}] node {node}")
+            self._auto_online([index])
+            return index
+
+    def _auto_online(self, indexes: list[int], how: str | None = None) -> None:
+        how = how or self.hotplug.auto_online
+        if how == "offline":
+            return
+        for i in indexes:
+            self.hotplug.online(self.hotplug.blocks[i], how)
+
+    def memory_block_set(self, index: int, how: str) -> None:
+        """Write to memoryN/state (online, online_kernel, online_movable, offline) or, with
+        how "1"/"0", memoryN/online (the current state is no error there)."""
+        with self.mu:
+            hp = self.hotplug
+            b = hp.block(index)
+            if how in ("1", "0"):
+                if b.online == (how == "1"):
+                    return
+                how = "online" if how == "1" else "offline"
+            if how == "offline":
+                hp.offline(b)
+            elif how in ONLINE_TYPES:
+                hp.online(b, how)
+            else:
+                raise InvalidArgument(f"memory{index}: state takes online, online_kernel, "
+                                      f"online_movable or offline, not {how!r}")
+            self.publish_trace()
+
+    def set_auto_online(self, how: str) -> None:
+        if how not in AUTO_ONLINE:
+            raise InvalidArgument(f"auto_online_blocks: {how!r} is not one of "
+                                  f"{', '.join(AUTO_ONLINE)}")
+        with self.mu:
+            self.hotplug.auto_online = how
+
+    def dimm_add(self, size: int, node: int = 0, online: str | None = None) -> int:
+        """Plug in a DIMM of size bytes on node: its blocks appear (and are onlined as
+        auto_online_blocks or online= says). Returns the DIMM's id."""
+        if node not in range(len(self.node_zones)):
+            raise InvalidArgument(f"dimm add: node={node}: the machine has nodes 0-"
+                                  f"{len(self.node_zones) - 1}")
+        if online is not None and online not in AUTO_ONLINE:
+            raise InvalidArgument(f"dimm add: online={online} is not one of {', '.join(AUTO_ONLINE)}")
+        with self.mu:
+            hp = self.hotplug
+            if size <= 0 or size % hp.block_size:
+                raise InvalidArgument(f"dimm add: a DIMM is a whole number of memory blocks "
+                                      f"({fmt_size(hp.block_size)}); {fmt_size(size)} is not")
+            addr = hp.free_dimm_address(size)
+            dimm = hp.next_dimm
+            indexes = hp.add_memory(addr, size, node, dimm)
+            hp.next_dimm += 1
+            hp.dimms[dimm] = indexes
+            self.kmsg.log(self.clock.uptime_us, f"memory: dimm{dimm} hot-added [mem {addr:#018x}-"
+                                                f"{addr + size - 1:#018x}] node {node}, memory"
+                                                f"{indexes[0]}-memory{indexes[-1]}")
+            self._auto_online(indexes, online)
+            self.publish_trace()
+            return dimm
+
+    def dimm_remove(self, dimm: int) -> int:
+        """Unplug a DIMM: its online blocks are offlined (every page migrated), then it goes.
+        Busy, with every block back as it was, if one cannot go offline. Returns the pages
+        migrated."""
+        with self.mu:
+            hp = self.hotplug
+            indexes = hp.dimms.get(dimm)
+            if indexes is None:
+                known = ", ".join(str(d) for d in sorted(hp.dimms)) or "none"
+                raise InvalidArgument(f"dimm remove: no DIMM {dimm} (present: {known})")
+            done, moved = [], 0
+            for i in indexes:
+                b = hp.blocks[i]
+                if not b.online:
+                    continue
+                zone = hp.zone_of_block(b)
+                try:
+                    moved += hp.offline(b)
+                except EngineError as e:
+                    for j, zi in done:
+                        hp._give_to_zone(hp.blocks[j], zi)
+                    if done:
+                        self.memory_changed()
+                    raise Busy(f"dimm remove: dimm{dimm} stays: {e.reason}") from None
+                done.append((i, zone.idx))
+            hp.remove_memory(indexes)
+            del hp.dimms[dimm]
+            self.kmsg.log(self.clock.uptime_us, f"memory: dimm{dimm} removed (memory{indexes[0]}-"
+                                                f"memory{indexes[-1]}, {moved} pages migrated)")
+            self.publish_trace()
+            return moved
+
+    def ram_changed(self) -> None:
+        """RAM was added or removed: the direct map covers what is there now."""
+        merged: list[list[int]] = []
+        for s, e in sorted(r for rs in self.node_ram for r in rs):
+            if merged and merged[-1][1] == s:
+                merged[-1][1] = e
+            else:
+                merged.append([s, e])
+        self.direct_map_kb = views.direct_map_kb(
+            [Resource(s << PAGE_SHIFT, e << PAGE_SHIFT, "", "ram", "wb") for s, e in merged])
+
+    # ------------------------------------------------------------------
+    # faulty RAM (devices/system/memory/{hard,soft}_offline_page, hwpoison)
+    # ------------------------------------------------------------------
+
+    def offline_page(self, addr: int, *, hard: bool) -> None:
+        """hard_offline_page / soft_offline_page: addr is a physical address."""
+        with self.mu:
+            pfn = addr >> PAGE_SHIFT
+            if hard:
+                self.memfail.hard_offline(pfn)
+            else:
+                self.memfail.soft_offline(pfn)
+            self.publish_trace()
+
+    def inject_faults(self, rate: int, soft: bool = False) -> None:
+        if rate < 0:
+            raise InvalidArgument(f"hwpoison: rate={rate} must be 0 (stop) or more frames a second")
+        with self.mu:
+            self.memfail.rate, self.memfail.soft = rate, soft
+            self.kmsg.log(self.clock.uptime_us,
+                          f"hwpoison: injecting {'soft' if soft else 'hard'} failures at {rate} "
+                          f"frames a second" if rate else "hwpoison: injection stopped")
+
+    def hotplug_view(self) -> dict:
+        with self.mu:
+            hp = self.hotplug
+            return {"block_size": hp.block_size, "auto_online": hp.auto_online,
+                    "blocks": sorted(hp.blocks)}
+
+    def memory_block_view(self, index: int) -> dict | None:
+        """online, node and valid_zones of block index (None if there is no such block)."""
+        with self.mu:
+            b = self.hotplug.blocks.get(index)
+            if b is None:
+                return None
+            return {"online": b.online, "node": b.node, "dimm": b.dimm,
+                    "valid_zones": self.hotplug.valid_zones(b)}
 
     # ------------------------------------------------------------------
     # snapshots (gathered under the lock, formatted by the caller)

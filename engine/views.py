@@ -123,6 +123,7 @@ def meminfo(m, node: int | None) -> MemInfo:
         page_tables=g[PageStat.PAGETABLE],
         commit_limit=commit_limit_pages(total, swap_total, s["overcommit_ratio"], s["overcommit_kbytes"]),
         committed_as=m.vmm.committed,
+        hardware_corrupted=len(m.poisoned) if node is None else 0,
         directmap_4k_kb=dm4k, directmap_2m_kb=dm2m, directmap_1g_kb=dm1g)
 
 

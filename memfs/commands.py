@@ -181,6 +181,22 @@ def _pressure(m, args, opts) -> None:
     m.squeeze(args[0], opts.get("ticks", 100))
 
 
+def _dimm(m, args, opts) -> str | None:
+    sub, what = args
+    if sub == "add":
+        size = _convert("dimm", "SIZE", SIZE, what)
+        return str(m.dimm_add(size, opts.get("node", 0), opts.get("online")))
+    if sub == "remove":
+        if opts:
+            raise InvalidArgument(f"dimm remove: takes no options, got {', '.join(opts)}")
+        return str(m.dimm_remove(_convert("dimm", "ID", INT, what)))
+    raise InvalidArgument(f"dimm: {sub!r} is not add or remove")
+
+
+def _hwpoison(m, args, opts) -> None:
+    m.inject_faults(opts.get("rate", 0), bool(opts.get("soft")))
+
+
 CTL_VERBS = {v.name: v for v in (
     Verb("spawn", _spawn, "NAME [workload=KIND [rate=N] [size=SIZE] [limit=SIZE] [workers=N] "
          "[depth=SIZE] [trace=PATH]] [text=SIZE] [data=SIZE] [stack=SIZE] [uid=N] "
@@ -230,6 +246,19 @@ CTL_VERBS = {v.name: v for v in (
          "give back frames that palloc handed out (all named frames, or none if any is not "
          "palloc's)", "pfree 0x100 count=16",
          args=(RANGE,), repeat_last=True, options={"count": INT}),
+    Verb("dimm", _dimm, "add SIZE [node=N] [online=offline|online|online_kernel|online_movable] "
+         "| remove ID",
+         "plug in a DIMM of SIZE (whole memory blocks) on node N at the lowest free address "
+         "from 4 GiB: its blocks appear in devices/system/memory and iomem, offline or onlined "
+         "as online= (default: auto_online_blocks) says; prints its id. remove: its blocks go "
+         "offline (every page migrated; EBUSY and nothing changed if one cannot) and the DIMM "
+         "goes; prints the pages migrated", "dimm add 256M node=1 online=online_movable",
+         args=(STR, STR), options={"node": INT, "online": STR}),
+    Verb("hwpoison", _hwpoison, "rate=N [soft]",
+         "inject memory failures: N random RAM frames a simulated second go bad, as "
+         "hard_offline_page (or soft_offline_page with soft) would make them; rate=0 stops. "
+         "HardwareCorrupted in meminfo counts them, kmsg says what each one hit",
+         "hwpoison rate=5", options={"rate": INT}, flags=("soft",)),
     Verb("bar", _bar, "SIZE [name=NAME] [64bit] [prefetch]",
          "place a PCI BAR: a naturally aligned hole in a PCI window that no RAM, ROM or "
          "device uses; prints its physical address (see iomem)",

@@ -15,6 +15,7 @@ from .proc import iomem, meminfo, pressure, stat, swaps, vmstat, zoneinfo
 from .proc import memfs_files
 from .proc import heap as proc_heap
 from .proc import pid as proc_pid
+from .sysfs import memory as sysfs_memory
 from .sysfs import node as sysfs_node
 
 
@@ -111,6 +112,63 @@ def _nodes(machine) -> dict:
         entries[which] = _ro(lambda m, w=which: sysfs_node.show_node_list(m, w),
                              f"nodes that {what} (range list)")
     return entries
+
+
+@functools.lru_cache(maxsize=4096)
+def memory_block_dir(index: int) -> Dir:
+    """devices/system/memory/memoryN (built once per block number)."""
+    M = sysfs_memory
+
+    def entries(m) -> dict:
+        out = {
+            "online": File(0o644, show=lambda m: M.show_online(m, index),
+                           store=lambda m, t: M.store_online(m, index, t),
+                           help="1 online, 0 offline; write 1 (default zone) or 0"),
+            "state": File(0o644, show=lambda m: M.show_state(m, index),
+                          store=lambda m, t: M.store_state(m, index, t),
+                          help="online or offline; write online, online_kernel, "
+                               "online_movable or offline (migrates every page away, EBUSY "
+                               "if one cannot move)"),
+            "phys_index": _ro(lambda m: M.show_phys_index(m, index), "the block number, hex"),
+            "phys_device": _ro(lambda m: "0\n", "0 (s390 legacy)"),
+            "removable": _ro(lambda m: "1\n", "1: the kernel can offline memory"),
+            "valid_zones": _ro(lambda m: M.show_valid_zones(m, index),
+                               "online: its zone (none if it spans zones); offline: the zones "
+                               "it may go to, the default first"),
+        }
+        info = m.memory_block_view(index)
+        if info is not None:
+            out[f"node{info['node']}"] = Link(lambda m: M.node_link(m, index),
+                                              help="its NUMA node")
+        return out
+    return Dir(entries, help="one memory block")
+
+
+def _find_block(machine, name: str):
+    if not name.startswith("memory") or not name[6:].isdigit() or name[6:] != str(int(name[6:])):
+        return None
+    index = int(name[6:])
+    return memory_block_dir(index) if machine.memory_block_view(index) is not None else None
+
+
+def _memory_dir() -> Dir:
+    M = sysfs_memory
+    return Dir({
+        "block_size_bytes": _ro(M.show_block_size, "memory block size, hex"),
+        "auto_online_blocks": File(0o644, show=M.show_auto_online, store=M.store_auto_online,
+                                   help="what a hot-added block does: offline, online, "
+                                        "online_kernel or online_movable"),
+        "probe": File(0o200, store=M.store_probe,
+                      help="write a block-aligned physical address: a memory block appears there"),
+        "hard_offline_page": File(0o200, store=M.store_hard_offline,
+                                  help="write a physical address: its frame is bad from now on; "
+                                       "its content is lost (processes using it get SIGBUS, "
+                                       "clean page cache is dropped)"),
+        "soft_offline_page": File(0o200, store=M.store_soft_offline,
+                                  help="write a physical address: its page is migrated away and "
+                                       "the frame never used again"),
+    }, find=_find_block, names=M.block_names,
+        help="memory hot-plug, as /sys/devices/system/memory")
 
 
 # ---------------------------------------------------------------------------
@@ -213,8 +271,9 @@ def build_root() -> Dir:
         "by-name": Dir(find=_find_by_name, names=_by_name_names,
                        help="by-name/NAME links to the folder of the oldest process called NAME"),
         "sys": Dir({"vm": Dir(_sysctl_dir, help="tunables, as /proc/sys/vm")}),
-        "devices": Dir({"system": Dir({"node": Dir(
-            _nodes, help="NUMA nodes, as /sys/devices/system/node")})}),
+        "devices": Dir({"system": Dir({
+            "node": Dir(_nodes, help="NUMA nodes, as /sys/devices/system/node"),
+            "memory": _memory_dir()})}),
     })
 
 

@@ -71,6 +71,18 @@ class PhysMap:
         siblings.append(res)
         siblings.sort(key=lambda c: c.start)
 
+    def remove(self, start: int, end: int, name: str) -> None:
+        """Take away the resources named name that lie in [start, end) (hot-remove of RAM)."""
+        def rec(items):
+            for r in list(items):
+                if r.name == name and start <= r.start and r.end <= end:
+                    items.remove(r)
+                    items.extend(r.children)
+                    items.sort(key=lambda c: c.start)
+                else:
+                    rec(r.children)
+        rec(self.top)
+
     def walk(self):
         """(depth, resource) in address order, parents before children."""
         def rec(items, depth):

@@ -21,6 +21,8 @@ from ..stats import VmEvent, ZoneStat
 from ..errors import bug_on
 
 FREE = int(PageType.FREE)
+NOT_ALLOCATED = frozenset(int(t) for t in (PageType.FREE, PageType.NOPAGE, PageType.RESERVED,
+                                             PageType.OFFLINE, PageType.HWPOISON))
 SCAN_CHUNK = 1 << 20            # frames per vectorised window of the contiguous scan
 
 
@@ -118,7 +120,7 @@ class PhysicalAllocator:
     def free_page(self, pfn: int, *, cpu: int) -> None:
         """Give one in-use frame back (to the CPU's free-page stack of its zone)."""
         ft = self.ft
-        bug_on(ft.flags[pfn] & TYPE_MASK in (FREE, PageType.NOPAGE, PageType.RESERVED),
+        bug_on(ft.flags[pfn] & TYPE_MASK in NOT_ALLOCATED,
                "free_page", f"pfn {pfn:#x} is not an allocated frame")
         ft.content[pfn] = POISON
         ft.mapcount[pfn] = 0

@@ -32,7 +32,10 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         page->mapping and page->index in one word): owner << 36 | index.
                         ANON: owner = the anon family (a process and its forks),
                         index = virtual page number; FILE/SHMEM: owner = the file's
-                        inode number, index = page of the file. 0 otherwise.
+                        inode number, index = page of the file; a KERNEL or BALLOON
+                        frame whose kernel user can move it (zswap's pool, the
+                        balloon): owner = that user's KOWNER number, index = the
+                        frame's place in its table. 0 otherwise (an unmovable frame).
 
 Per-pageblock columns (one entry per 512 frames) live here too:
     pb_zone[pb]   u8    global zone id of the pageblock (node * NR_ZONES + zone index)
@@ -75,6 +78,9 @@ class PageType(IntEnum):
     FILE = 5        # page cache of a simulated file (kept after unmap until the file goes)
     SHMEM = 6       # page cache of shared anonymous memory (tmpfs-like; Shmem in meminfo)
     PAGETABLE = 7   # one page of a process's page tables (512 entries)
+    OFFLINE = 8     # RAM of a memory block that is offline (hot-added or offlined): no zone's
+    BALLOON = 9     # taken by the balloon driver and given to the host (PG_offline)
+    HWPOISON = 10   # a frame found faulty (hard_offline_page): never handed out again
 
 
 class MigrateType(IntEnum):
@@ -123,6 +129,24 @@ class FrameTable:
     def rmap_np(self) -> np.ndarray:
         return np.frombuffer(self.rmap, dtype=np.uint64)
 
+    def grow(self, max_pfn: int) -> None:
+        """Hot-add: cover pfns up to max_pfn (the new frames NOPAGE). The columns grow in
+        place, so references to them stay good."""
+        extra = max_pfn - self.max_pfn
+        if extra <= 0:
+            return
+        if max_pfn >= NIL:
+            raise ValueError(f"FrameTable: {max_pfn} frames do not fit 32-bit frame links")
+        for col, fill in ((self.flags, 0), (self.content, 0), (self.mapcount, 0),
+                          (self.rmap, 0), (self.swp, 0), (self.lru_prev, 0xFF),
+                          (self.lru_next, 0xFF)):
+            col.frombytes(bytes([fill]) * (col.itemsize * extra))
+        nr_pb = -(-max_pfn // PAGEBLOCK_PAGES)
+        more = nr_pb - len(self.pb_zone)
+        self.pb_zone.extend(bytes(more))
+        self.pb_mt.extend(bytes([MigrateType.MOVABLE]) * more)
+        self.max_pfn = max_pfn
+
     def set_type_range(self, start: int, end: int, ptype: PageType) -> None:
         """Boot-time: stamp [start, end) with a type, clearing other flag bits."""
         self.flags_np()[start:end] = int(ptype)
@@ -139,6 +163,11 @@ class FrameTable:
 
 RMAP_INDEX_BITS = 36
 RMAP_INDEX_MASK = (1 << RMAP_INDEX_BITS) - 1
+
+
+# Kernel users whose frames can be migrated (the owner part of a KERNEL or BALLOON frame's rmap).
+KOWNER_ZSWAP = 1
+KOWNER_BALLOON = 2
 
 
 def rmap_word(owner: int, index: int) -> int:

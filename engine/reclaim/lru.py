@@ -119,6 +119,39 @@ class LruLists:
         self.add(pfn, active)
         self.ft.flags[pfn] |= keep
 
+    def replace(self, old: int, new: int) -> None:
+        """Page migration: frame new (off every list, flags copied from old) takes old's
+        place on its list when both are on one node, else goes to the head of the same
+        list on new's node. old leaves the list."""
+        ft = self.ft
+        f = ft.flags[old]
+        if not f & LRU:
+            return
+        zid_old, zid_new = ft.pb_zone[old >> 9], ft.pb_zone[new >> 9]
+        node = zid_old // NR_ZONES
+        if node != zid_new // NR_ZONES:
+            self.delete(old)
+            ft.flags[new] &= ~(LRU | ACTIVE)
+            self.add(new, bool(f & ACTIVE))
+            ft.flags[new] |= f & REFERENCED
+            return
+        lru = (2 if f & TYPE_MASK == FILE_TYPE else 0) + (1 if f & ACTIVE else 0)
+        prev, nxt = ft.lru_prev[old], ft.lru_next[old]
+        ft.lru_prev[new], ft.lru_next[new] = prev, nxt
+        if prev == NIL:
+            self.head[node][lru] = new
+        else:
+            ft.lru_next[prev] = new
+        if nxt == NIL:
+            self.tail[node][lru] = new
+        else:
+            ft.lru_prev[nxt] = new
+        ft.lru_prev[old] = ft.lru_next[old] = NIL
+        ft.flags[old] = f & ~(LRU | ACTIVE | REFERENCED)
+        ft.flags[new] = (ft.flags[new] & ~(LRU | ACTIVE | REFERENCED)) | (f & (LRU | ACTIVE | REFERENCED))
+        self.gauges[zid_old][GAUGE[lru]] -= 1
+        self.gauges[zid_new][GAUGE[lru]] += 1
+
     def oldest(self, node: int, lru: int) -> int:
         return self.tail[node][lru]
 

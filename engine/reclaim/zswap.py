@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from array import array
 
-from ..pmm.frames import MigrateType, PageType
+from ..pmm.frames import KOWNER_ZSWAP, MigrateType, PageType, rmap_word
 from ..pmm.zone import ZONE_NORMAL
 from ..stats import VmEvent
 from ..units import PAGE_SIZE
@@ -128,10 +128,15 @@ class Zswap:
                                           mt=MigrateType.MOVABLE, ptype=PageType.KERNEL)
             if pfn is None:
                 return False
+            self.pmm.ft.rmap[pfn] = rmap_word(KOWNER_ZSWAP, len(self.frames))   # movable
             self.frames.append(pfn)
         while len(self.frames) > need:
             self.pmm.free_page(self.frames.pop(), cpu=0)
         return True
+
+    def migrate_frame(self, old: int, new: int, index: int) -> None:
+        """Page migration moved pool frame old (the index-th) to new."""
+        self.frames[index] = new
 
     def _shrink(self, target: int) -> None:
         """Write the oldest pages on to their device until the pool holds at most target bytes."""

@@ -253,6 +253,10 @@ class Tasks(HeapCalls):
         self._exit(p, 128 + 9)
         self._log(f"kill: {pid} ({p.comm}) killed by SIGKILL")
 
+    def exit_with(self, p: Process, code: int) -> None:
+        """The kernel ends p (a signal it cannot survive, such as SIGBUS on lost memory)."""
+        self._exit(p, code)
+
     def reap(self, victim: Process) -> None:
         """The OOM killer's SIGKILL: the victim exits and its memory is freed now."""
         self._exit(victim, 128 + 9)

@@ -30,6 +30,7 @@ import numpy as np
 from . import pte as P
 from .files import NO_FRAME, MemFile
 from .limits import LimitMixin
+from .migrate import MigrateMixin
 from .rmap import RmapMixin
 from .swapin import SwapInMixin
 from .mm import (MMAP_MIN_ADDR, PAGE, STACK_GUARD_GAP, STACK_RLIMIT, TASK_SIZE, AddressSpace,
@@ -109,7 +110,7 @@ def fill_values(va: int, n: int, seed: int) -> np.ndarray:
     return z
 
 
-class Vmm(RmapMixin, SwapInMixin, LimitMixin):
+class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
     def __init__(self, ft, pmm, events, zero_pfn: int, nr_zones: int, nr_nodes: int = 1):
         self.trace = TraceLog()               # the machine's trace replaces this one
         self.ft = ft
@@ -134,6 +135,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin):
         self.pinned: set[int] = set()               # frames a fault in progress holds (get_page)
         self.flush = None                           # writes a range access still owes its pages
         self.current = None                         # the process whose command or tick runs
+        self.kowners: dict = {}                     # KOWNER_* -> kernel user of movable frames
 
     # ------------------------------------------------------------------
     # frames and their gauges
