@@ -49,6 +49,7 @@ class Background:
                         self._idle_scavenge, idle_only=True))
         self.add(BgTask("kswapd0", PRIO_KERNEL, 1, machine.reclaim.kswapd))
         self.add(BgTask("hwpoison", PRIO_KERNEL, 1, machine.memfail.tick))
+        self.add(BgTask("balloon", PRIO_KERNEL, 1, machine.balloon.tick))
         self.add(BgTask("squeeze", PRIO_KERNEL, 1, machine.pressure_src.run))
         self.add(BgTask("prefetch", PRIO_IDLE, 10, machine.pressure_src.prefetch, idle_only=True))
 

@@ -27,8 +27,9 @@ InternalError, naming what broke and where, the first time one of these fails:
 - memory blocks: an online block holds no OFFLINE frame, an offline one only
   OFFLINE frames (and holes); a hot-added block's memmap frames are KERNEL
   frames, each held once; every HWPOISON frame is in Machine.poisoned and
-  every poisoned frame is HWPOISON or in an offline block; zswap's pool
-  frames carry their owner and place in the pool in rmap.
+  every poisoned frame is HWPOISON or in an offline block; zswap's pool and
+  balloon frames carry their owner and place in rmap; the BALLOON frames are
+  exactly the balloon's.
 
 And of its virtual memory (the Vmm and the task table):
 
@@ -125,7 +126,7 @@ import numpy as np
 
 from .errors import InternalError
 from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
-from .pmm.frames import (ACTIVE, BUDDY, DIRTY, KOWNER_ZSWAP, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
+from .pmm.frames import (ACTIVE, BUDDY, DIRTY, KOWNER_BALLOON, KOWNER_ZSWAP, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
                          ORDER_MASK, ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, REFERENCED, RMAP_INDEX_BITS,
                          SWAPCACHE, TYPE_MASK, MigrateType, PageType)
 from .pmm.zone import NR_ZONES
@@ -147,6 +148,7 @@ PAGETABLE = int(PageType.PAGETABLE)
 KERNEL = int(PageType.KERNEL)
 OFFLINE = int(PageType.OFFLINE)
 HWPOISON = int(PageType.HWPOISON)
+BALLOON = int(PageType.BALLOON)
 SLOT_MASK = (1 << SWP_OFFSET_BITS) - 1
 U64 = np.uint64
 
@@ -543,14 +545,21 @@ def _check_hotplug(machine, flags: np.ndarray) -> None:
         if p >= flags.size or ptype[p] not in (HWPOISON, OFFLINE):
             _fail(f"poisoned pfn {p:#x} is typed "
                   f"{PageType(int(ptype[p])).name if p < flags.size else 'beyond the table'}")
-    zswap = machine.swap.zswap
-    frames = np.frombuffer(zswap.frames, dtype=np.uint32).astype(np.int64)
-    want = (np.uint64(KOWNER_ZSWAP) << np.uint64(RMAP_INDEX_BITS)) + np.arange(
-        frames.size, dtype=np.uint64)
-    bad = machine.ft.rmap_np()[frames] != want
-    if bad.any():
-        _fail(f"zswap pool frame {int(frames[_first(bad)]):#x} (#{_first(bad)}) has rmap "
-              f"{int(machine.ft.rmap_np()[frames][_first(bad)]):#x}, expected its place in the pool")
+    for who, owner, table in (("zswap pool", KOWNER_ZSWAP, machine.swap.zswap.frames),
+                              ("balloon", KOWNER_BALLOON, machine.balloon.frames)):
+        frames = np.frombuffer(table, dtype=np.uint32).astype(np.int64)
+        want = (np.uint64(owner) << np.uint64(RMAP_INDEX_BITS)) + np.arange(
+            frames.size, dtype=np.uint64)
+        bad = machine.ft.rmap_np()[frames] != want
+        if bad.any():
+            _fail(f"{who} frame {int(frames[_first(bad)]):#x} (#{_first(bad)}) has rmap "
+                  f"{int(machine.ft.rmap_np()[frames][_first(bad)]):#x}, expected its owner and "
+                  f"place")
+    balloon = np.frombuffer(machine.balloon.frames, dtype=np.uint32).astype(np.int64)
+    typed = np.flatnonzero(ptype == BALLOON)
+    if typed.size != balloon.size or not np.array_equal(np.sort(balloon), typed):
+        _fail(f"the balloon holds {balloon.size} frames, {typed.size} frames are typed BALLOON"
+              f"{'' if typed.size != balloon.size else ' (not the same ones)'}")
 
 
 # ---------------------------------------------------------------------------

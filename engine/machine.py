@@ -24,6 +24,7 @@ from .clock import Clock, Ticker
 from .commit import commit_limit_pages, default_reserves_kb, enough_memory
 from .reclaim.swap import COUNT_MASK as SWAP_COUNT_MASK, MAX_SLOTS as SWAP_MAX_SLOTS
 from .config import MachineConfig
+from .devices.balloon import MAX_TARGET as BALLOON_MAX, Balloon
 from .devices.hotplug import AUTO_ONLINE, ONLINE_TYPES, Hotplug
 from .devices.iomem import PhysMap, Resource
 from .devices.memfail import MemoryFailure
@@ -32,7 +33,7 @@ from .kmsg import KernelLog
 from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
-from .pmm.frames import KOWNER_ZSWAP, TYPE_MASK, MigrateType, PageType
+from .pmm.frames import KOWNER_BALLOON, KOWNER_ZSWAP, TYPE_MASK, MigrateType, PageType
 from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import VmEvent, event_counters
 from .vmm.pte import MAX_SWAPFILES as P_MAX_SWAPFILES
@@ -99,6 +100,8 @@ class Machine:
         self.poisoned: set[int] = set()             # frames found faulty (HardwareCorrupted)
         self.hotplug = Hotplug(self)
         self.memfail = MemoryFailure(self)
+        self.balloon = Balloon(self)
+        self.vmm.kowners[KOWNER_BALLOON] = self.balloon
         self._ticker: Ticker | None = None
         views.log_boot(self)
         self.tasks = Tasks(self)
@@ -677,6 +680,26 @@ class Machine:
             self.kmsg.log(self.clock.uptime_us,
                           f"hwpoison: injecting {'soft' if soft else 'hard'} failures at {rate} "
                           f"frames a second" if rate else "hwpoison: injection stopped")
+
+    # ------------------------------------------------------------------
+    # the virtio balloon (devices/virtio/balloon)
+    # ------------------------------------------------------------------
+
+    def balloon_set_target(self, pages: int) -> None:
+        if not 0 <= pages <= BALLOON_MAX:
+            raise InvalidArgument(f"balloon: target {pages} is not a page count from 0 to "
+                                  f"{BALLOON_MAX} (num_pages is a u32)")
+        with self.mu:
+            self.balloon.set_target(pages)
+            self.kmsg.log(self.clock.uptime_us, f"virtio_balloon virtio0: target {pages} pages "
+                                                f"({pages * PAGE_SIZE // 1024} kB), actual "
+                                                f"{self.balloon.actual}")
+
+    def balloon_view(self) -> dict:
+        with self.mu:
+            b = self.balloon
+            return {"target": b.target, "actual": b.actual, "stats": b.stats(),
+                    "reported": b.reported}
 
     def hotplug_view(self) -> dict:
         with self.mu:

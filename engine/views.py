@@ -124,6 +124,7 @@ def meminfo(m, node: int | None) -> MemInfo:
         commit_limit=commit_limit_pages(total, swap_total, s["overcommit_ratio"], s["overcommit_kbytes"]),
         committed_as=m.vmm.committed,
         hardware_corrupted=len(m.poisoned) if node is None else 0,
+        balloon=m.balloon.pages_on(node),
         directmap_4k_kb=dm4k, directmap_2m_kb=dm2m, directmap_1g_kb=dm1g)
 
 
@@ -264,7 +265,8 @@ def zone_view(m, z: Zone) -> ZoneView:
 def node_counters(m, node: int | None) -> list[tuple[str, int]]:
     """The per-node gauges (zoneinfo's "per-node stats", node vmstat), summed if node is None."""
     g = page_stats(m, _node_zones(m, node))
-    return [(name, g[NODE_PAGE_GAUGES[name]] if name in NODE_PAGE_GAUGES else 0)
+    extra = {"nr_balloon_pages": m.balloon.pages_on(node)}
+    return [(name, g[NODE_PAGE_GAUGES[name]] if name in NODE_PAGE_GAUGES else extra.get(name, 0))
             for name in NODE_GAUGES]
 
 
@@ -284,7 +286,7 @@ def vmstat(m) -> list[tuple[str, int]]:
     dirtyable = max(0, free - watermarks.totalreserve_pages(zones))
     out += [("nr_dirty_threshold", dirtyable * 20 // 100),
             ("nr_dirty_background_threshold", dirtyable * 10 // 100),
-            ("nr_memmap_pages", 0),
+            ("nr_memmap_pages", sum(len(b.memmap) for b in m.hotplug.blocks.values())),
             ("nr_memmap_boot_pages", m.memmap_pages)]
     ev = m.events
     for i, name in enumerate(VM_EVENT_NAMES):

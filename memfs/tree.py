@@ -15,6 +15,7 @@ from .proc import iomem, meminfo, pressure, stat, swaps, vmstat, zoneinfo
 from .proc import memfs_files
 from .proc import heap as proc_heap
 from .proc import pid as proc_pid
+from .sysfs import balloon as sysfs_balloon
 from .sysfs import memory as sysfs_memory
 from .sysfs import node as sysfs_node
 
@@ -151,6 +152,21 @@ def _find_block(machine, name: str):
     return memory_block_dir(index) if machine.memory_block_view(index) is not None else None
 
 
+def _balloon_dir() -> Dir:
+    B = sysfs_balloon
+    return Dir({
+        "target": File(0o644, show=B.show_target, store=B.store_target,
+                       help="pages (4 KiB) the host wants in the balloon (num_pages); the "
+                            "driver inflates or deflates towards it, 2048 pages a tick"),
+        "actual": _ro(B.show_actual, "pages in the balloon now"),
+        "stats": _ro(B.show_stats, "the guest's balloon statistics (virtio tags 0-15), "
+                                   "name value per line"),
+        "features": _ro(lambda m: B.FEATURES, "the feature bits the device offers"),
+        "reported_pages": _ro(B.show_reported, "free pages (in blocks of 2 MiB and up) the "
+                                               "last free page report (every 2 s) covered"),
+    }, help="the virtio balloon, host side")
+
+
 def _memory_dir() -> Dir:
     M = sysfs_memory
     return Dir({
@@ -273,7 +289,8 @@ def build_root() -> Dir:
         "sys": Dir({"vm": Dir(_sysctl_dir, help="tunables, as /proc/sys/vm")}),
         "devices": Dir({"system": Dir({
             "node": Dir(_nodes, help="NUMA nodes, as /sys/devices/system/node"),
-            "memory": _memory_dir()})}),
+            "memory": _memory_dir()}),
+            "virtio": Dir({"balloon": _balloon_dir()})}),
     })
 
 

@@ -115,7 +115,13 @@ class Reclaimer:
                 return pfn
             if got == 0:
                 break
-        # out_of_memory: kill the worst process and try again while victims remain
+        # out_of_memory: first the OOM notifiers (the balloon deflates), then kill the worst
+        # process and try again while victims remain
+        balloon = self.m.balloon
+        while balloon.actual and balloon.deflate_on_oom():
+            pfn = pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype)
+            if pfn is not None:
+                return pfn
         oom = self.m.oom
         for _ in range(len(self.m.tasks.procs) + 1):
             victim = oom.choose()

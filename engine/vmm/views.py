@@ -331,7 +331,8 @@ def kpagecount(m, first_pfn: int, count: int) -> bytes:
 
 KPF_REFERENCED, KPF_UPTODATE, KPF_DIRTY, KPF_LRU, KPF_ACTIVE = 2, 3, 4, 5, 6
 KPF_BUDDY, KPF_MMAP, KPF_ANON, KPF_SWAPCACHE, KPF_SWAPBACKED = 10, 11, 12, 13, 14
-KPF_NOPAGE, KPF_ZERO_PAGE, KPF_PGTABLE, KPF_RESERVED = 20, 24, 26, 32
+KPF_HWPOISON, KPF_NOPAGE, KPF_ZERO_PAGE, KPF_OFFLINE, KPF_PGTABLE, KPF_RESERVED = (
+    19, 20, 24, 23, 26, 32)
 
 
 def kpageflags(m, first_pfn: int, count: int) -> bytes:
@@ -352,6 +353,8 @@ def kpageflags(m, first_pfn: int, count: int) -> bytes:
     bit(ptype == PageType.RESERVED, KPF_RESERVED)
     bit((flags & BUDDY) != 0, KPF_BUDDY)
     bit(ptype == PageType.PAGETABLE, KPF_PGTABLE)
+    bit(ptype == PageType.HWPOISON, KPF_HWPOISON)
+    bit((ptype == PageType.BALLOON) | (ptype == PageType.OFFLINE), KPF_OFFLINE)
     bit(user, KPF_UPTODATE)
     bit((flags & PG_LRU) != 0, KPF_LRU)
     bit((flags & PG_ACTIVE) != 0, KPF_ACTIVE)
