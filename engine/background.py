@@ -50,6 +50,7 @@ class Background:
         self.add(BgTask("kswapd0", PRIO_KERNEL, 1, machine.reclaim.kswapd))
         self.add(BgTask("hwpoison", PRIO_KERNEL, 1, machine.memfail.tick))
         self.add(BgTask("balloon", PRIO_KERNEL, 1, machine.balloon.tick))
+        self.add(BgTask("kcompactd0", PRIO_KERNEL, 1, machine.compactor.kcompactd))
         self.add(BgTask("squeeze", PRIO_KERNEL, 1, machine.pressure_src.run))
         self.add(BgTask("prefetch", PRIO_IDLE, 10, machine.pressure_src.prefetch, idle_only=True))
 

@@ -42,6 +42,18 @@ class Exists(EngineError):
     errno = _errno.EEXIST
 
 
+class NoDevice(EngineError):
+    errno = _errno.ENXIO
+
+
+class IoError(EngineError):
+    errno = _errno.EIO
+
+
+class TooBig(EngineError):
+    errno = _errno.E2BIG
+
+
 class Fault(EngineError):
     """The simulated process made an access it may not make and was killed for it.
 

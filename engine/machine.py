@@ -34,9 +34,10 @@ from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
 from .pmm.frames import KOWNER_BALLOON, KOWNER_ZSWAP, TYPE_MASK, MigrateType, PageType
-from .pmm.zone import ZONE_NAMES, ZONE_NORMAL, Zone
+from .pmm.zone import ZONE_MOVABLE, ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import VmEvent, event_counters
 from .vmm.pte import MAX_SWAPFILES as P_MAX_SWAPFILES
+from .reclaim.compaction import Compactor
 from .reclaim.oom import OomKiller
 from .reclaim.pressure import Pressure
 from .reclaim.psi import Psi
@@ -101,6 +102,7 @@ class Machine:
         self.hotplug = Hotplug(self)
         self.memfail = MemoryFailure(self)
         self.balloon = Balloon(self)
+        self.compactor = Compactor(self)
         self.vmm.kowners[KOWNER_BALLOON] = self.balloon
         self._ticker: Ticker | None = None
         views.log_boot(self)
@@ -350,7 +352,8 @@ class Machine:
             self.kmsg.log(self.clock.uptime_us, f"sysctl: vm.{name} = {t.format(value).strip()}")
 
     def _sysctl_action(self, name: str, value: int) -> None:
-        """drop_caches: 1 drops clean page cache, 2 slab (none here), 3 both; 4 = quiet."""
+        """drop_caches: 1 drops clean page cache, 2 slab (none here), 3 both; 4 = quiet.
+        compact_memory: 1 compacts every zone."""
         if name == "drop_caches":
             if not value & 3:
                 raise InvalidArgument("drop_caches: write 1 (page cache), 2 (slab) or 3 (both)")
@@ -363,6 +366,10 @@ class Machine:
             if not value & 4:
                 self.kmsg.log(self.clock.uptime_us, f"memfs ({os.getpid()}): drop_caches: "
                                                     f"{value} ({dropped} pages dropped)")
+            self.publish_trace()
+        elif name == "compact_memory":
+            moved = self.compactor.compact_all()
+            self.kmsg.log(self.clock.uptime_us, f"compact_memory: {moved} pages migrated")
             self.publish_trace()
 
     # ------------------------------------------------------------------
@@ -386,6 +393,9 @@ class Machine:
             if zone.lower() not in names:
                 raise InvalidArgument(f"palloc: zone={zone}: unknown zone (known: {', '.join(ZONE_NAMES)})")
             highest = names[zone.lower()]
+            if highest >= ZONE_MOVABLE:
+                raise InvalidArgument(f"palloc: zone={zone}: a kernel allocation is unmovable, and "
+                                      f"{ZONE_NAMES[highest]} holds only movable pages")
         zonelist = self.pmm.zonelist(node if node is not None else self.cpu_node[0], highest)
         if node is not None:
             zonelist = tuple(z for z in zonelist if z.node_id == node)
@@ -705,7 +715,8 @@ class Machine:
         with self.mu:
             hp = self.hotplug
             return {"block_size": hp.block_size, "auto_online": hp.auto_online,
-                    "blocks": sorted(hp.blocks)}
+                    "blocks": sorted(hp.blocks),
+                    "nodes": {i: b.node for i, b in hp.blocks.items()}}
 
     def memory_block_view(self, index: int) -> dict | None:
         """online, node and valid_zones of block index (None if there is no such block)."""

@@ -62,4 +62,5 @@ def all_tunables() -> tuple[Tunable, ...]:
     from .pmm.watermarks import TUNABLES as pmm
     from .commit import TUNABLES as commit
     from .reclaim.vmscan import TUNABLES as vmscan
-    return pmm + commit + vmscan
+    from .reclaim.compaction import TUNABLES as compaction
+    return pmm + commit + vmscan + compaction

@@ -91,7 +91,14 @@ def _sysctl_dir(machine) -> dict:
 
 
 def _node_dir(node: int) -> Dir:
-    return Dir({
+    def entries(m) -> dict:
+        out = dict(files)
+        for i, n in sorted(m.hotplug_view()["nodes"].items()):
+            if n == node:
+                out[f"memory{i}"] = Link(lambda m, i=i: f"../../memory/memory{i}",
+                                         help="a memory block of the node")
+        return out
+    files = {
         "meminfo": _ro(lambda m: sysfs_node.show_node_meminfo(m, node),
                        "the node's memory, as /sys/devices/system/node/nodeN/meminfo"),
         "distance": _ro(lambda m: sysfs_node.show_node_distance(m, node),
@@ -101,7 +108,8 @@ def _node_dir(node: int) -> Dir:
         "vmstat": _ro(lambda m: sysfs_node.show_node_vmstat(m, node),
                       "the node's zone and node counters"),
         "cpulist": _ro(lambda m: sysfs_node.show_node_cpulist(m, node), "the node's CPUs"),
-    }, help="one NUMA node")
+    }
+    return Dir(entries, help="one NUMA node; memoryN links to its memory blocks")
 
 
 def _nodes(machine) -> dict:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import Busy, Exists, InvalidArgument, OutOfMemory
+from ..errors import Busy, Exists, InvalidArgument, OutOfMemory, TooBig
 from ..pmm.boot import ZONE_LIMITS
 from ..pmm.frames import (PAGEBLOCK_ORDER, TYPE_MASK, MigrateType, PageType)
 from ..pmm.zone import ZONE_MOVABLE, ZONE_NAMES, ZONE_NORMAL
@@ -47,6 +47,10 @@ NOPAGE, FREE, OFFLINE = int(PageType.NOPAGE), int(PageType.FREE), int(PageType.O
 HWPOISON = int(PageType.HWPOISON)
 ONLINE_TYPES = ("online", "online_kernel", "online_movable")
 AUTO_ONLINE = ("offline", "online", "online_kernel", "online_movable")
+# Hot-added memory must lie below the larger of this and twice the boot RAM's top: the frame
+# table is flat (an entry for every frame below the highest), so memory added at 1 TiB would
+# cost the host 8 GiB of table.
+MAX_HOTPLUG_ADDR = 64 * GiB
 UNMOVABLE_WHY = {int(PageType.RESERVED): "reserved by the kernel at boot",
                  int(PageType.PAGETABLE): "a page table",
                  int(PageType.KERNEL): "an unmovable kernel allocation"}
@@ -70,6 +74,7 @@ class Hotplug:
         self.dimms: dict[int, list[int]] = {}        # DIMM id -> its blocks
         self.next_dimm = 0
         self.auto_online = "offline"                  # auto_online_blocks (kernel default)
+        self.max_addr = max(MAX_HOTPLUG_ADDR, 2 * (machine.ft.max_pfn << PAGE_SHIFT))
         bp = self.block_pages
         for node, ranges in enumerate(machine.node_ram):
             for s, e in ranges:
@@ -273,7 +278,12 @@ class Hotplug:
         return 0
 
     def check_range(self, start: int, size: int, what: str) -> None:
-        """start..start+size may become RAM: block aligned, no block there, nothing in iomem."""
+        """start..start+size may become RAM: block aligned, below MAX_HOTPLUG_ADDR, no block
+        there, nothing in iomem."""
+        if start + size > self.max_addr:
+            raise TooBig(f"{what}: [mem {start:#x}-{start + size - 1:#x}] is beyond the "
+                         f"{fmt_size(self.max_addr)} of physical address space memory can be "
+                         f"added in (the frame table covers every frame below the highest)")
         if start % self.block_size or size % self.block_size or size <= 0:
             raise InvalidArgument(f"{what}: {start:#x} (+{fmt_size(size)}) is not aligned to the "
                                   f"memory block size {fmt_size(self.block_size)}")
@@ -343,9 +353,7 @@ class Hotplug:
 
     def free_dimm_address(self, size: int) -> int:
         """The lowest block-aligned address from 4 GiB up where size bytes touch nothing."""
-        addr = max(4 * GiB, -(-max(r.end for _, r in self.m.physmap.walk() if r.kind == "ram")
-                               // self.block_size) * self.block_size)
-        addr = -(-addr // self.block_size) * self.block_size
+        addr = -(-4 * GiB // self.block_size) * self.block_size
         while True:
             clash = [r for _, r in self.m.physmap.walk() if r.overlaps(addr, addr + size)]
             if not clash:

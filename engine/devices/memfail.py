@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import errno
 
-from ..errors import Busy, EngineError, InvalidArgument
+from ..errors import Busy, EngineError, IoError, NoDevice
 from ..pmm.frames import DIRTY as PG_DIRTY, RMAP_INDEX_BITS, SWAPCACHE, TYPE_MASK, PageType
 from ..stats import PageStat
 from ..vmm import pte as P
@@ -45,7 +45,7 @@ KIND = {FREE: "free buddy page", ANON: "dirty LRU page", FILE: "clean page cache
 
 
 class AlreadyPoisoned(EngineError):
-    errno = getattr(errno, "EHWPOISON", errno.EIO)
+    errno = getattr(errno, "EHWPOISON", 133)         # Linux's EHWPOISON
 
 
 class MemoryFailure:
@@ -59,12 +59,15 @@ class MemoryFailure:
         self.m.kmsg.log(self.m.clock.uptime_us, line)
 
     def _check(self, pfn: int, what: str) -> int:
+        """The frame's type; ENXIO if pfn is no RAM, and for an offline block's frame ENXIO
+        (hard: pfn_to_online_page finds none) or EIO (soft)."""
         ft = self.m.ft
         if pfn >= ft.max_pfn or ft.flags[pfn] & TYPE_MASK == NOPAGE:
-            raise InvalidArgument(f"{what}: {pfn << 12:#x} is not RAM")
+            raise NoDevice(f"{what}: {pfn << 12:#x} is not RAM")
         t = ft.flags[pfn] & TYPE_MASK
         if t == OFFLINE:
-            raise InvalidArgument(f"{what}: pfn {pfn:#x} is in a memory block that is offline")
+            err = NoDevice if what.startswith("hard") else IoError
+            raise err(f"{what}: pfn {pfn:#x} is in a memory block that is offline")
         return t
 
     # ------------------------------------------------------------------

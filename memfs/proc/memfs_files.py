@@ -36,11 +36,14 @@ def _mode_text(node) -> str:
 
 
 def _walk(m, d, prefix=""):
-    """Every file under d, listing only the fixed entries (not live processes)."""
-    from ..tree import Dir
+    """Every file under d, listing only the fixed entries (not live processes, nor the
+    links to memory blocks)."""
+    from ..tree import Dir, Link
     static = d.entries(m) if callable(d.entries) else d.entries
     for name, node in static.items():
         path = f"{prefix}{name}"
+        if isinstance(node, Link):
+            continue
         if isinstance(node, Dir):
             yield path + "/", node
             yield from _walk(m, node, path + "/")

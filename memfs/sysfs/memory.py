@@ -19,7 +19,7 @@ def parse_address(text: str, what: str) -> int:
             return int(t[2:], 16)
         if len(t) > 1 and t[0] == "0":
             return int(t[1:], 8)
-        if not t.isdigit():
+        if not (t.isascii() and t.isdigit()):
             raise ValueError
         return int(t)
     except ValueError:
@@ -64,7 +64,7 @@ def show_online(m, index: int) -> str:
 
 
 def store_state(m, index: int, text: str) -> None:
-    how = text.strip()
+    how = text[:-1] if text.endswith("\n") else text     # sysfs_streq: one newline at most
     if how in ("0", "1"):                  # state takes names only; online takes 0/1
         raise InvalidArgument(f"memory{index}/state: write online, online_kernel, "
                               f"online_movable or offline (0/1 go to memory{index}/online)")

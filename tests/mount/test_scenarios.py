@@ -133,3 +133,55 @@ def test_swap_oom_scenario_refuses_a_directory_that_is_not_a_machine(tmp_path):
     r = run("swap_oom.sh", tmp_path)
     assert r.returncode == 2
     assert "not a mounted memfs machine" in r.stderr
+
+
+def test_hotplug_scenario_on_the_small_machine(small):
+    """hotplug.sh, figures worked out by hand: the first block from 4 GiB is memory32
+    (0x100000000 / 128 MiB), iomem 100000000-107ffffff. Its memmap, 32768 struct pages of
+    64 bytes, costs 2048 kB at probe: MemFree 55300 -> 53252, MemTotal unchanged. Online:
+    +131072 kB, MemTotal (and node0's) 186372. app: spawn 20 kB + 9 PTE tables 36 kB +
+    4096 pages: MemFree 184324 -> 167884; its 4096 pages and its stack page are in the
+    block, so offlining migrates 4097 pages and MemFree falls by the block: 36812. Once
+    app is killed, everything is back but the memmap: 53252."""
+    r = run("hotplug.sh", small.path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert "WRONG" not in r.stdout and out[-1] == "hotplug: every figure as expected"
+    assert out[0] == "hotplug: 55300 kB of RAM, memory blocks of 131072 kB (block_size_bytes 8000000)"
+    for line in (f"1. echo 0x100000000 > {small.path}/devices/system/memory/probe: memory32 appears",
+                 "   memory32/state: offline",
+                 "   memory32/phys_index: 00000020",
+                 "   memory32/valid_zones: Normal Movable",
+                 "   ok: iomem has 100000000-107ffffff : System RAM",
+                 "   MemTotal 55300 -> 55300 kB (+0)",
+                 "   MemFree 55300 -> 53252 kB (-2048)",
+                 "   MemTotal 55300 -> 186372 kB (+131072)",
+                 "   node0 MemTotal 55300 -> 186372 kB (+131072)",
+                 "   ok: memory32 valid_zones = Movable",
+                 "3. spawn app (pid 5000002), mmap 16M at 0x7ffff6fff000 and write every page",
+                 "   ok: app's 16M pages in memory32 = 4096",
+                 "   app has 4097 pages in memory32 (the 4096 and its stack)",
+                 "   ok: kmsg says Offlined Pages 32768",
+                 "   MemTotal 186372 -> 55300 kB (-131072)",
+                 "   MemFree 167884 -> 36812 kB (-131072)",
+                 "   ok: pages migrated (pgmigrate_success) = 4097",
+                 "   ok: app's pages left in memory32 = 0",
+                 "   ok: error = Device or resource busy",
+                 "   ok: MemTotal = 186372",
+                 "   MemFree 55300 -> 53252 kB (-2048)"):
+        assert line in out, f"missing {line!r} in:\n{r.stdout}"
+    assert out.count("   ok: pages that differ from what app wrote = 0") == 2
+    frame = next(ln for ln in out if ln.startswith("   palloc -> frame ")).split()[-1]
+    assert 0x100000 <= int(frame, 16) < 0x108000, "the driver's frame is in the Normal block"
+    assert small.pids() == {5000001}, "the scenario's process is gone"
+    assert small.read("clock").splitlines()[:2] == ["tick 0", "state paused"]
+    assert small.read("devices/system/memory/memory32/state") == "offline\n"
+    mi = small.meminfo()
+    assert (mi["MemTotal"], mi["MemFree"]) == (55300, 53252)
+    assert small.read("vmstat").count("\npgmigrate_success 4097\n") == 1
+
+
+def test_hotplug_scenario_refuses_a_directory_that_is_not_a_machine(tmp_path):
+    r = run("hotplug.sh", tmp_path)
+    assert r.returncode == 2
+    assert "not a mounted memfs machine" in r.stderr
