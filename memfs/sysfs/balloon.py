@@ -22,7 +22,7 @@ def show_target(m) -> str:
 
 def store_target(m, text: str) -> None:
     t = text.strip()
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise InvalidArgument(f"balloon/target: {t!r} is not a number of 4 KiB pages")
     m.balloon_set_target(int(t))
 
