@@ -33,46 +33,7 @@ B=$mnt/devices/virtio/balloon
 RATE=2048
 
 failed=0
-
-# value FILE KEY: the number after "KEY:" (meminfo) or "KEY " (vmstat, stats) in FILE
-value() {
-  local key rest
-  while read -r key rest; do
-    if [ "$key" = "$2:" ] || [ "$key" = "$2" ]; then
-      echo "${rest%% *}"
-      return
-    fi
-  done < "$1"
-  echo 0
-}
-
-# check WHAT GOT WANT
-check() {
-  if [ "$2" = "$3" ]; then
-    echo "   ok: $1 = $2"
-  else
-    echo "   WRONG: $1 = $2, expected $3"
-    failed=1
-  fi
-}
-
-# check_that WHAT CONDITION...: the condition is a test(1) expression
-check_that() {
-  local what=$1
-  shift
-  if test "$@"; then
-    echo "   ok: $what"
-  else
-    echo "   WRONG: $what ($*)"
-    failed=1
-  fi
-}
-
-# indent: copy stdin, three spaces in
-indent() {
-  local line
-  while IFS= read -r line; do echo "   $line"; done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 show_meminfo() {
   echo "   meminfo: MemTotal $(value "$mnt/meminfo" MemTotal) kB, MemFree $(value "$mnt/meminfo" MemFree) kB," \
@@ -89,12 +50,6 @@ show_vmstat() {
     esac
   done < "$mnt/vmstat"
   echo "   vmstat:$out"
-}
-
-# ask FD COMMAND: write a command to an open ctl file and print its answer
-ask() {
-  echo "$2" >&"$1"
-  cat <&"$1"
 }
 
 # step_until WANT: step the clock one tick at a time, printing actual, until it is WANT

@@ -36,42 +36,13 @@ if [ ! -f "$mnt/meminfo" ] || [ ! -f "$mnt/ctl" ] || [ ! -e "$sys/probe" ]; then
 fi
 
 failed=0
-
-# value FILE KEY: the number after "KEY:" (meminfo), "Node N KEY:" (node meminfo) or "KEY " (vmstat)
-value() {
-  local line key rest
-  while IFS= read -r line; do
-    line=${line#Node * }
-    read -r key rest <<< "$line"
-    if [ "$key" = "$2:" ] || [ "$key" = "$2" ]; then
-      echo "${rest%% *}"
-      return
-    fi
-  done < "$1"
-  echo 0
-}
-
-# check WHAT GOT WANT
-check() {
-  if [ "$2" = "$3" ]; then
-    echo "   ok: $1 = $2"
-  else
-    echo "   WRONG: $1 = $2, expected $3"
-    failed=1
-  fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # change WHAT BEFORE AFTER: print "WHAT BEFORE -> AFTER kB (+/-DIFF)"
 change() {
   local d=$(( $3 - $2 ))
   if [ "$d" -ge 0 ]; then d="+$d"; fi
   echo "   $1 $2 -> $3 kB ($d)"
-}
-
-# ask FD COMMAND: write a command to an open ctl file and print its answer
-ask() {
-  echo "$2" >&"$1"
-  cat <&"$1"
 }
 
 # last_kmsg: the last kernel log line

@@ -41,34 +41,7 @@ if [ -z "$memfs" ]; then
 fi
 
 failed=0
-
-# value FILE KEY: the number after "KEY:" (meminfo) or "KEY " (vmstat) in FILE
-value() {
-  local key rest
-  while read -r key rest; do
-    if [ "$key" = "$2:" ] || [ "$key" = "$2" ]; then
-      echo "${rest%% *}"
-      return
-    fi
-  done < "$1"
-  echo 0
-}
-
-# check WHAT GOT WANT
-check() {
-  if [ "$2" = "$3" ]; then
-    echo "   ok: $1 = $2"
-  else
-    echo "   WRONG: $1 = $2, expected $3"
-    failed=1
-  fi
-}
-
-# indent: copy stdin, three spaces in
-indent() {
-  local line
-  while IFS= read -r line; do echo "   $line"; done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 show_free() {
   local out
@@ -99,12 +72,6 @@ show_vmstat() {
   echo "   vmstat:$out"
   echo "   meminfo: SwapCached $(value "$mnt/meminfo" SwapCached) kB, Zswap $(value "$mnt/meminfo" Zswap) kB" \
        "(the compressed pool), Zswapped $(value "$mnt/meminfo" Zswapped) kB (the pages in it)"
-}
-
-# ask FD COMMAND: write a command to an open ctl file and print its answer
-ask() {
-  echo "$2" >&"$1"
-  cat <&"$1"
 }
 
 db=
