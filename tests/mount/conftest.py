@@ -62,6 +62,21 @@ class Mounted:
         with open(self.path / rel, "w") as f:
             f.write(text)
 
+    def write_errno(self, rel: str, text: str) -> int:
+        """Write text to a file in one write(2): 0 if it was accepted, else the errno (of the
+        open or of the write)."""
+        try:
+            fd = os.open(self.path / rel, os.O_WRONLY)
+        except OSError as e:
+            return e.errno
+        try:
+            os.write(fd, text.encode())
+        except OSError as e:
+            return e.errno
+        finally:
+            os.close(fd)
+        return 0
+
     def meminfo(self) -> dict[str, int]:
         out = {}
         for line in self.read("meminfo").splitlines():

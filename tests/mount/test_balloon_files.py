@@ -30,7 +30,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 B = "devices/virtio/balloon"
 MEMTOTAL_KB = 55300
@@ -67,22 +66,6 @@ def kmsg_text(m) -> list[str]:
     return [ln.split("] ", 1)[1] for ln in m.read("kmsg").splitlines()]
 
 
-def write_errno(m, rel: str, text: str) -> int:
-    """Open rel for writing and write text in one call (even a bare newline) to a file that
-    must refuse it; returns the errno of whichever of the two failed."""
-    try:
-        fd = os.open(m / rel, os.O_WRONLY)
-    except OSError as e:
-        return e.errno
-    try:
-        os.write(fd, text.encode())
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
-    raise AssertionError(f"{rel}: {text!r} was accepted")
-
-
 def offline_frames_below(m, end_pfn: int) -> int:
     """Frames below end_pfn with KPF_OFFLINE set in kpageflags."""
     return sum(1 for f in m.u64s("kpageflags", 0, end_pfn) if f & KPF_OFFLINE)
@@ -112,7 +95,7 @@ def test_the_balloon_files_their_modes_and_a_fresh_machines_contents(machine):
 def test_the_read_only_files_refuse_writes(machine):
     for name in ("actual", "stats", "features", "reported_pages"):
         before = machine.read(f"{B}/{name}")
-        assert write_errno(machine, f"{B}/{name}", "5\n") == errno.EACCES, name
+        assert machine.write_errno(f"{B}/{name}", "5\n") == errno.EACCES, name
         assert machine.read(f"{B}/{name}") == before, name
 
 
@@ -184,7 +167,7 @@ def test_a_target_that_is_not_a_u32_page_count_is_einval_and_changes_nothing(mac
     try:
         m.write(f"{B}/target", "100\n")
         for bad, reason in BAD_TARGETS:
-            assert write_errno(m, f"{B}/target", bad) == errno.EINVAL, bad
+            assert m.write_errno(f"{B}/target", bad) == errno.EINVAL, bad
             assert reason in m.kmsg_tail(1)[0], bad
             assert m.read(f"{B}/target") == "100\n", bad
         assert m.read(f"{B}/actual") == "0\n"
@@ -194,7 +177,7 @@ def test_a_target_that_is_not_a_u32_page_count_is_einval_and_changes_nothing(mac
 
 def test_a_target_of_unicode_digits_int_refuses_is_einval(machine):
     m = machine
-    assert write_errno(m, f"{B}/target", "\u00b2\n") == errno.EINVAL
+    assert m.write_errno(f"{B}/target", "\u00b2\n") == errno.EINVAL
     assert "is not a number of 4 KiB pages" in m.kmsg_tail(1)[0]
     assert m.read(f"{B}/target") == "0\n"
 

@@ -64,18 +64,6 @@ FRESH_IOMEM_TAIL = "fffc0000-ffffffff : Reserved\n"
 # helpers
 # ---------------------------------------------------------------------------
 
-def write_errno(m, rel: str, text: str) -> int:
-    """Write text to a file in one write(2); 0 if accepted, else the errno."""
-    fd = os.open(m / rel, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
-    return 0
-
-
 def vmstat(m) -> dict[str, int]:
     return {k: int(v) for k, v in (ln.split() for ln in m.read("vmstat").splitlines())}
 
@@ -246,7 +234,7 @@ def test_onlining_into_normal_adds_exactly_one_block_and_new_pages_land_in_it(sm
 
 def test_auto_online_blocks_online_movable_brings_a_probe_up_in_movable(small):
     assert small.read(f"{D}/auto_online_blocks") == "offline\n"
-    assert write_errno(small, f"{D}/auto_online_blocks", "sideways\n") == errno.EINVAL
+    assert small.write_errno(f"{D}/auto_online_blocks", "sideways\n") == errno.EINVAL
     for policy in ("online", "online_kernel", "offline", "online_movable"):
         small.write(f"{D}/auto_online_blocks", policy + "\n")
         assert small.read(f"{D}/auto_online_blocks") == policy + "\n"
@@ -281,43 +269,43 @@ def test_auto_online_blocks_online_movable_brings_a_probe_up_in_movable(small):
 
 def test_bad_writes_fail_with_the_linux_errnos_and_change_nothing(small):
     probe = f"{D}/probe"
-    assert write_errno(small, probe, "0x100001000\n") == errno.EINVAL, "not block-aligned"
-    assert write_errno(small, probe, "0x104000000\n") == errno.EINVAL, "64M into a block"
-    assert write_errno(small, probe, f"{0x104000000}\n") == errno.EINVAL, "decimal, misaligned"
-    assert write_errno(small, probe, "0x4000000\n") == errno.EINVAL
-    assert write_errno(small, probe, "four gig\n") == errno.EINVAL
+    assert small.write_errno(probe, "0x100001000\n") == errno.EINVAL, "not block-aligned"
+    assert small.write_errno(probe, "0x104000000\n") == errno.EINVAL, "64M into a block"
+    assert small.write_errno(probe, f"{0x104000000}\n") == errno.EINVAL, "decimal, misaligned"
+    assert small.write_errno(probe, "0x4000000\n") == errno.EINVAL
+    assert small.write_errno(probe, "four gig\n") == errno.EINVAL
     assert small.kmsg_tail(1)[0].endswith("probe: 'four gig' is not a physical address "
                                           "(0x hex or decimal)")
-    assert write_errno(small, probe, "0x100000000\n") == 0
-    assert write_errno(small, probe, "0x100000000\n") == errno.EEXIST, "already present"
-    assert write_errno(small, probe, f"{4 << 30}\n") == errno.EEXIST, "the same, in decimal"
-    assert write_errno(small, probe, "0\n") == errno.EEXIST, "memory0"
-    assert write_errno(small, probe, "0xc0000000\n") == errno.EEXIST, "the PCI window in iomem"
-    assert write_errno(small, probe, "0xf8000000\n") == errno.EEXIST, "IOAPIC, APIC, ROM"
+    assert small.write_errno(probe, "0x100000000\n") == 0
+    assert small.write_errno(probe, "0x100000000\n") == errno.EEXIST, "already present"
+    assert small.write_errno(probe, f"{4 << 30}\n") == errno.EEXIST, "the same, in decimal"
+    assert small.write_errno(probe, "0\n") == errno.EEXIST, "memory0"
+    assert small.write_errno(probe, "0xc0000000\n") == errno.EEXIST, "the PCI window in iomem"
+    assert small.write_errno(probe, "0xf8000000\n") == errno.EEXIST, "IOAPIC, APIC, ROM"
     assert memory_blocks(small) == ["memory0", "memory32"]
     assert small.meminfo()["MemFree"] == MEMTOTAL_KB - MEMMAP_KB, "one memmap, paid once"
     assert small.read("iomem").count("System RAM") == 3
 
     b = f"{D}/memory32"
-    assert write_errno(small, f"{b}/state", "sideways\n") == errno.EINVAL
-    assert write_errno(small, f"{b}/state", "Online\n") == errno.EINVAL
-    assert write_errno(small, f"{b}/state", "offline\n") == errno.EINVAL, "already offline"
+    assert small.write_errno(f"{b}/state", "sideways\n") == errno.EINVAL
+    assert small.write_errno(f"{b}/state", "Online\n") == errno.EINVAL
+    assert small.write_errno(f"{b}/state", "offline\n") == errno.EINVAL, "already offline"
     assert small.kmsg_tail(1)[0].endswith("memory32: already offline")
-    assert write_errno(small, f"{b}/online", "0\n") == 0, "online: the current state succeeds"
-    assert write_errno(small, f"{b}/online", "2\n") == errno.EINVAL
+    assert small.write_errno(f"{b}/online", "0\n") == 0, "online: the current state succeeds"
+    assert small.write_errno(f"{b}/online", "2\n") == errno.EINVAL
     assert small.read(f"{b}/state") == "offline\n"
     assert small.meminfo()["MemTotal"] == MEMTOTAL_KB
 
-    assert write_errno(small, f"{b}/state", "online\n") == 0
-    assert write_errno(small, f"{b}/state", "online\n") == errno.EINVAL, "already online"
-    assert write_errno(small, f"{b}/state", "online_movable\n") == errno.EINVAL
-    assert write_errno(small, f"{b}/online", "1\n") == 0
+    assert small.write_errno(f"{b}/state", "online\n") == 0
+    assert small.write_errno(f"{b}/state", "online\n") == errno.EINVAL, "already online"
+    assert small.write_errno(f"{b}/state", "online_movable\n") == errno.EINVAL
+    assert small.write_errno(f"{b}/online", "1\n") == 0
     assert small.read(f"{b}/valid_zones") == "Normal\n"
     assert small.meminfo()["MemTotal"] == MEMTOTAL_KB + BLOCK_KB
 
     # the boot block spans DMA and DMA32 (valid_zones none): it cannot go offline
-    assert write_errno(small, f"{D}/memory0/state", "offline\n") == errno.EINVAL
-    assert write_errno(small, f"{D}/memory0/online", "1\n") == 0
+    assert small.write_errno(f"{D}/memory0/state", "offline\n") == errno.EINVAL
+    assert small.write_errno(f"{D}/memory0/online", "1\n") == 0
     assert small.read(f"{D}/memory0/state") == "online\n"
 
 
@@ -413,7 +401,7 @@ def test_a_palloc_frame_in_the_block_makes_offlining_fail_and_nothing_changes(sm
     before = (small.read("meminfo"), small.read(NODE0), small.read("vmstat"), small.read("iomem"))
 
     for rel, text in (("state", "offline\n"), ("online", "0\n")):
-        assert write_errno(small, f"{D}/memory32/{rel}", text) == errno.EBUSY
+        assert small.write_errno(f"{D}/memory32/{rel}", text) == errno.EBUSY
         assert small.kmsg_tail(1)[0].endswith(
             f"memory offlining [mem 0x0000000100000000-0x0000000107ffffff] failed: pfn {k:#x} "
             "cannot be migrated (KERNEL: an unmovable kernel allocation)")
@@ -440,7 +428,7 @@ def test_page_tables_in_a_normal_block_pin_it_until_their_process_goes(small):
     pid, a = filled_process(small, "app", "16M", 3, 4096)
     tables = [pfn for _, pfn in small.pte_dump(pid)[0]]
     assert len(tables) == 13 and all(in_block(p, 32) for p in tables)
-    assert write_errno(small, f"{D}/memory32/state", "offline\n") == errno.EBUSY
+    assert small.write_errno(f"{D}/memory32/state", "offline\n") == errno.EBUSY
     assert "(PAGETABLE: a page table)" in small.kmsg_tail(1)[0]
     assert small.meminfo()["MemTotal"] == 186372
     assert small.pctl(pid, f"verify {a:#x} 16M seed=3") == "0"
@@ -458,7 +446,7 @@ def test_offlining_fails_when_the_rest_of_ram_cannot_take_the_pages(small):
     pid, a = filled_process(small, "hog", "100M", 4, 25600)
     assert small.status(pid)["VmSwap"] == 0
     before = (small.read("meminfo"), small.read("vmstat"), small.read(NODE0))
-    assert write_errno(small, f"{D}/memory32/state", "offline\n") == errno.EBUSY
+    assert small.write_errno(f"{D}/memory32/state", "offline\n") == errno.EBUSY
     assert "25601 pages to migrate" in small.kmsg_tail(1)[0]
     assert small.read(f"{D}/memory32/state") == "online\n"
     assert (small.read("meminfo"), small.read("vmstat"), small.read(NODE0)) == before
@@ -582,8 +570,8 @@ def test_a_hard_offlined_page_kills_its_process_only(small):
     assert small.pids() == {5000001, bystander}
 
     kernel = int(small.ctl("palloc count=1"), 16)
-    assert write_errno(small, f"{D}/hard_offline_page", f"{kernel << 12:#x}\n") == errno.EBUSY
-    assert write_errno(small, f"{D}/hard_offline_page", "bad\n") == errno.EINVAL
+    assert small.write_errno(f"{D}/hard_offline_page", f"{kernel << 12:#x}\n") == errno.EBUSY
+    assert small.write_errno(f"{D}/hard_offline_page", "bad\n") == errno.EINVAL
     assert small.pids() == {5000001, bystander}
     assert small.pctl(bystander, f"verify {b:#x} 1M seed=2") == "0"
 
@@ -650,11 +638,11 @@ def test_a_soft_offlined_page_moves_with_its_content_and_its_process_lives(small
     assert mi["MemFree"] == mi0["MemFree"] - 4, "a new frame taken, the old one never given back"
     assert vmstat(small)["pgmigrate_success"] == v0["pgmigrate_success"] + 1
 
-    assert write_errno(small, f"{D}/soft_offline_page", f"{old << 12:#x}\n") == 0, \
+    assert small.write_errno(f"{D}/soft_offline_page", f"{old << 12:#x}\n") == 0, \
         "already poisoned: nothing to do"
     assert small.meminfo()["HardwareCorrupted"] == 4
     kernel = int(small.ctl("palloc count=1"), 16)
-    assert write_errno(small, f"{D}/soft_offline_page", f"{kernel << 12:#x}\n") == errno.EBUSY
+    assert small.write_errno(f"{D}/soft_offline_page", f"{kernel << 12:#x}\n") == errno.EBUSY
     assert small.meminfo()["HardwareCorrupted"] == 4
 
 
@@ -762,7 +750,7 @@ def test_a_probe_past_the_physical_address_space_is_refused_and_changes_nothing(
     """x86-64 with 4-level paging addresses 2^46 bytes (MAX_PHYSMEM_BITS 46): Linux's
     mhp_range_allowed refuses [64 TiB, +128M) with E2BIG."""
     mi0 = small.meminfo()
-    assert write_errno(small, f"{D}/probe", "0x400000000000\n") == errno.E2BIG
+    assert small.write_errno(f"{D}/probe", "0x400000000000\n") == errno.E2BIG
     assert small.meminfo() == mi0
     assert memory_blocks(small) == ["memory0"]
 
@@ -792,8 +780,8 @@ def test_the_node_directory_links_its_memory_blocks(small):
 
 def test_offlining_a_page_that_is_not_online_ram_gives_the_linux_errnos(small):
     small.write(f"{D}/probe", "0x100000000\n")
-    assert write_errno(small, f"{D}/hard_offline_page", "0xc0000000\n") == errno.ENXIO
-    assert write_errno(small, f"{D}/hard_offline_page", "0x100000000\n") == errno.ENXIO
-    assert write_errno(small, f"{D}/soft_offline_page", "0xc0000000\n") == errno.ENXIO
-    assert write_errno(small, f"{D}/soft_offline_page", "0x100000000\n") == errno.EIO
+    assert small.write_errno(f"{D}/hard_offline_page", "0xc0000000\n") == errno.ENXIO
+    assert small.write_errno(f"{D}/hard_offline_page", "0x100000000\n") == errno.ENXIO
+    assert small.write_errno(f"{D}/soft_offline_page", "0xc0000000\n") == errno.ENXIO
+    assert small.write_errno(f"{D}/soft_offline_page", "0x100000000\n") == errno.EIO
     assert small.meminfo()["HardwareCorrupted"] == 0

@@ -106,14 +106,9 @@ def pagemap_range(m, pid: int, va: int, pages: int) -> list[int]:
 
 def write_fails(m, rel: str, text: str) -> int:
     """Write text to a file that must refuse it; returns the errno."""
-    fd = os.open(m / rel, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
-    raise AssertionError(f"{rel}: {text!r} was accepted")
+    code = m.write_errno(rel, text)
+    assert code, f"{rel}: {text!r} was accepted"
+    return code
 
 
 # ---------------------------------------------------------------------------
