@@ -508,7 +508,7 @@ def _check_owners(machine, flags: np.ndarray) -> None:
         what = next(r.what for r in machine.reservations if r.start_pfn <= pfn < r.end_pfn)
         _fail(f"pfn {pfn:#x} lies in the boot reservation '{what}' but is typed "
               f"{PageType(int(ptype[pfn])).name}")
-    managed = ram & ~kept
+    managed = ram & ~kept & (ptype != OFFLINE)         # an offline block's frames: no zone's
     for z in machine.zones:
         here = int(np.count_nonzero(managed[z.start_pfn:z.end_pfn]))
         if z.managed_pages != here:

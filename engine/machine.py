@@ -561,18 +561,30 @@ class Machine:
             hp = self.hotplug
             hp.check_range(addr, hp.block_size, "probe")
             node = hp.node_of_address(addr)
+            hp.check_online(addr, hp.block_size, node, hp.auto_online, "probe")
             [index] = hp.add_memory(addr, hp.block_size, node, None)
+            self._auto_online([index])
             self.kmsg.log(self.clock.uptime_us, f"memory: probe [mem {addr:#018x}-"
                                                 f"{addr + hp.block_size - 1:#018x}] node {node}")
-            self._auto_online([index])
             return index
 
     def _auto_online(self, indexes: list[int], how: str | None = None) -> None:
-        how = how or self.hotplug.auto_online
+        """Online just-added blocks as auto_online_blocks (or how) says; if one cannot be,
+        the added memory goes again and the error goes to the caller (nothing changed)."""
+        hp = self.hotplug
+        how = how or hp.auto_online
         if how == "offline":
             return
-        for i in indexes:
-            self.hotplug.online(self.hotplug.blocks[i], how)
+        done = []
+        try:
+            for i in indexes:
+                hp.online(hp.blocks[i], how)
+                done.append(i)
+        except EngineError:
+            for i in done:
+                hp.offline(hp.blocks[i])        # nothing is in them yet: nothing to migrate
+            hp.remove_memory(indexes)
+            raise
 
     def memory_block_set(self, index: int, how: str) -> None:
         """Write to memoryN/state (online, online_kernel, online_movable, offline) or, with
@@ -615,13 +627,14 @@ class Machine:
                                       f"({fmt_size(hp.block_size)}); {fmt_size(size)} is not")
             addr = hp.free_dimm_address(size)
             dimm = hp.next_dimm
+            hp.check_online(addr, size, node, online or hp.auto_online, "dimm add")
             indexes = hp.add_memory(addr, size, node, dimm)
+            self._auto_online(indexes, online)
             hp.next_dimm += 1
             hp.dimms[dimm] = indexes
             self.kmsg.log(self.clock.uptime_us, f"memory: dimm{dimm} hot-added [mem {addr:#018x}-"
                                                 f"{addr + size - 1:#018x}] node {node}, memory"
                                                 f"{indexes[0]}-memory{indexes[-1]}")
-            self._auto_online(indexes, online)
             self.publish_trace()
             return dimm
 

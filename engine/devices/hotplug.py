@@ -110,15 +110,19 @@ class Hotplug:
         return self.m.zones[zids.pop()] if len(zids) == 1 else None
 
     def kernel_zone_idx(self, b: MemoryBlock) -> int:
-        s, _ = self.span(b)
-        return next(zi for zi, (lo, hi) in enumerate(ZONE_LIMITS) if lo <= s < hi)
+        return _kernel_zone_idx(self.span(b)[0])
 
     def allowed_zones(self, b: MemoryBlock) -> list[int]:
         """Zone indexes an offline block may be onlined to, the default first."""
-        s, e = self.span(b)
-        zones = self.m.node_zones[b.node]
+        return self.zones_for(*self.span(b), b.node)
+
+    def zones_for(self, s: int, e: int, node: int) -> list[int]:
+        """Zone indexes that could take the frames [s, e) of node, the default first: the
+        kernel zone by address and Movable, each if its span would not cross another
+        populated zone of the node; Movable first if the range lies in Movable's span."""
+        zones = self.m.node_zones[node]
         ok = []
-        for zi in (self.kernel_zone_idx(b), ZONE_MOVABLE):
+        for zi in (_kernel_zone_idx(s), ZONE_MOVABLE):
             z = zones[zi]
             lo, hi = (min(z.start_pfn, s), max(z.end_pfn, e)) if z.present_pages else (s, e)
             if not any(o is not z and o.present_pages and o.start_pfn < hi and lo < o.end_pfn
@@ -129,6 +133,20 @@ class Hotplug:
                 and ok[0] != ZONE_MOVABLE):
             ok.reverse()
         return ok
+
+    def check_online(self, start: int, size: int, node: int, how: str, what: str) -> None:
+        """Before memory is added: could its blocks be onlined as how says? (so that a
+        refused auto-online changes nothing)"""
+        if how == "offline":
+            return
+        s, e = start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT
+        allowed = self.zones_for(s, e, node)
+        zi = (allowed[0] if allowed and how == "online" else
+              _kernel_zone_idx(s) if how == "online_kernel" else ZONE_MOVABLE)
+        if zi not in allowed:
+            raise InvalidArgument(f"{what}: [mem {start:#x}-{start + size - 1:#x}] cannot be "
+                                  f"onlined as {how}: {ZONE_NAMES[zi]}'s span on node {node} "
+                                  f"would cross another zone")
 
     def valid_zones(self, b: MemoryBlock) -> str:
         if b.online:
@@ -211,7 +229,10 @@ class Hotplug:
                 raise Busy(f"{where} failed: pfn {pfn:#x} cannot be migrated "
                            f"({PageType(t).name}: {why})")
         free_here = int(np.count_nonzero(types == FREE))
-        room = sum(max(0, o.free_pages - o.wmark_min) for o in m.zones) - free_here
+        # What the allocator can give a migration: free frames above each zone's min
+        # watermark and its protection for a movable request, less this block's own.
+        room = sum(max(0, o.free_pages - o.wmark_min - o.lowmem_reserve[ZONE_MOVABLE])
+                   for o in m.zones if o.managed_pages) - free_here
         if in_use.size > room:
             raise Busy(f"{where} failed: {in_use.size} pages to migrate but only {max(room, 0)} "
                        f"frames free elsewhere above the min watermarks")
@@ -359,6 +380,11 @@ class Hotplug:
             if not clash:
                 return addr
             addr = -(-max(r.end for r in clash) // self.block_size) * self.block_size
+
+
+def _kernel_zone_idx(pfn: int) -> int:
+    """The zone a kernel allocation at pfn belongs to by address: DMA, DMA32 or Normal."""
+    return next(zi for zi, (lo, hi) in enumerate(ZONE_LIMITS) if lo <= pfn < hi)
 
 
 def mask_runs(mask: np.ndarray, base: int) -> list[tuple[int, int]]:

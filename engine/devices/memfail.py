@@ -128,9 +128,20 @@ class MemoryFailure:
     # ------------------------------------------------------------------
 
     def _users(self, pfn: int) -> list:
-        """The processes that map pfn or hold its swap slot in a PTE."""
+        """The processes that map pfn or hold its swap slot in a PTE; for shared memory, every
+        process with a mapping of that page (the page has no other copy: one that has not
+        touched it yet would read zeros)."""
         ft, vmm = self.m.ft, self.m.vmm
         users = {p.pid: p for p, _va, _t, _i in vmm.mappings(pfn)}
+        if ft.flags[pfn] & TYPE_MASK == SHMEM:
+            word = ft.rmap[pfn]
+            f, index = vmm.inodes[word >> RMAP_INDEX_BITS], word & ((1 << RMAP_INDEX_BITS) - 1)
+            for fam in vmm.mms.values():
+                for p in fam:
+                    if p.mm is not None and any(
+                            v.file is f and v.pgoff <= index < v.pgoff + v.pages
+                            for v in p.mm.vmas):
+                        users[p.pid] = p
         if ft.flags[pfn] & SWAPCACHE:
             area, off = vmm.slot_of(pfn)
             entry = P.swp_entry(area.type, off)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from array import array
 
 from ..pmm.frames import KOWNER_ZSWAP, MigrateType, PageType, rmap_word
-from ..pmm.zone import ZONE_NORMAL
+from ..pmm.zone import ZONE_MOVABLE
 from ..stats import VmEvent
 from ..units import PAGE_SIZE
 from .swap import pack, unpack
@@ -119,12 +119,13 @@ class Zswap:
     # ------------------------------------------------------------------
 
     def _fit(self, nbytes: int) -> bool:
-        # Pool frames are movable, as zsmalloc allocates them with __GFP_MOVABLE (and taking
-        # them as unmovable made every refill steal a pageblock).
+        # Pool frames are movable, as zswap asks zsmalloc for __GFP_HIGHMEM | __GFP_MOVABLE
+        # pages (so they may sit in ZONE_MOVABLE, and migrate); taking them as unmovable made
+        # every refill steal a pageblock.
         """Hold exactly the frames nbytes needs: take or give back frames. False if none left."""
         need = -(-nbytes // PAGE_SIZE)
         while len(self.frames) < need:
-            pfn = self.pmm.try_alloc_page(node=0, cpu=0, highest=ZONE_NORMAL,
+            pfn = self.pmm.try_alloc_page(node=0, cpu=0, highest=ZONE_MOVABLE,
                                           mt=MigrateType.MOVABLE, ptype=PageType.KERNEL)
             if pfn is None:
                 return False

@@ -24,7 +24,7 @@ from __future__ import annotations
 from . import pte as P
 from ..pmm.frames import (ACTIVE, DIRTY as PG_DIRTY, LRU, MigrateType, REFERENCED,
                           RMAP_INDEX_BITS, RMAP_INDEX_MASK, SWAPCACHE, TYPE_MASK, PageType)
-from ..pmm.zone import ZONE_MOVABLE, ZONE_NORMAL, NR_ZONES
+from ..pmm.zone import NR_ZONES, ZONE_MOVABLE
 from ..stats import PageStat, VmEvent
 
 ANON = int(PageType.ANON)
@@ -33,7 +33,6 @@ SHMEM = int(PageType.SHMEM)
 KERNEL = int(PageType.KERNEL)
 BALLOON = int(PageType.BALLOON)
 USER = (ANON, FILE, SHMEM)
-PFN_MASK = P.PFN_MASK
 
 
 class MigrateMixin:
@@ -73,13 +72,13 @@ class MigrateMixin:
 
     def migration_target(self, old: int, *, node: int | None = None) -> int | None:
         """A free frame to move old's page to: on old's node (or node) if it can, never
-        below a min watermark, never by reclaim. None if there is none."""
+        below a min watermark, never by reclaim. None if there is none. Every movable page
+        may live in ZONE_MOVABLE (zswap's pool pages are __GFP_HIGHMEM | __GFP_MOVABLE)."""
         ft = self.ft
         ptype = ft.flags[old] & TYPE_MASK
         if node is None:
             node = ft.pb_zone[old >> 9] // NR_ZONES
-        highest = ZONE_NORMAL if ptype == KERNEL else ZONE_MOVABLE
-        return self.pmm.try_alloc_page(node=node, cpu=0, highest=highest,
+        return self.pmm.try_alloc_page(node=node, cpu=0, highest=ZONE_MOVABLE,
                                        mt=MigrateType.MOVABLE, ptype=PageType(ptype))
 
     def migrate_page(self, old: int, new: int) -> None:
@@ -107,7 +106,7 @@ class MigrateMixin:
         ft.mapcount[new] = ft.mapcount[old]
         ft.swp[new] = ft.swp[old]
         for _proc, _va, t, i in maps:
-            t[i] = (t[i] & ~PFN_MASK) | (new << 12)
+            t[i] = P.with_pfn(t[i], new)          # a PROT_NONE entry keeps its PFN inverted
         if f & SWAPCACHE:
             area, off = self.slot_of(old)
             area.cache[off] = new + 1

@@ -79,6 +79,14 @@ def pfn_of(e: int) -> int:
     return ((~e & MASK64) & PFN_MASK) >> PFN_SHIFT
 
 
+def with_pfn(e: int, pfn: int) -> int:
+    """The same present or PROT_NONE entry pointing at another frame (page migration)."""
+    bits = (pfn << PFN_SHIFT) & PFN_MASK
+    if not e & P:
+        bits = (~bits & MASK64) & PFN_MASK
+    return (e & ~PFN_MASK) | bits
+
+
 def is_present(e: int) -> bool:
     """A page is behind this entry (mapped, or PROT_NONE): Linux's pte_present()."""
     return bool(e & (P | PROTNONE))
