@@ -32,6 +32,7 @@ from engine import Machine, load
 from engine.devices.memfail import AlreadyPoisoned
 from engine.errors import Busy, Exists, InvalidArgument, IoError, NoDevice, OutOfMemory
 from engine.invariants import check_invariants
+from vmm_common import peek
 from engine.pmm.frames import DIRTY, SWAPCACHE, TYPE_MASK, PageType
 from engine.vmm import pte as P
 from engine.vmm.vmm import fill_values
@@ -58,30 +59,6 @@ EARLY = ("cannot be migrated", "frames free elsewhere", "spans more than one zon
 
 def check(m) -> None:
     check_invariants(m)
-
-
-def peek(m, pid, a, pages) -> np.ndarray:
-    """The values of a range's pages as the machine holds them, touching nothing."""
-    vmm = m.vmm
-    mm = m.tasks.procs[pid].mm
-    content = m.ft.content_np()
-    out = np.zeros(pages, dtype=np.uint64)
-    U64 = np.uint64
-    for t, base, lo, hi in vmm.leaf_tables(mm, a, a + pages * PAGE):
-        ents = np.frombuffer(t, dtype=U64)[lo:hi]
-        at = (base + lo * PAGE - a) // PAGE + np.arange(hi - lo)
-        mapped = (ents & U64(P.P | P.PROTNONE)) != 0
-        raw = np.where((ents & U64(P.P)) != 0, ents, ~ents)
-        pfns = ((raw & U64(P.PFN_MASK)) >> U64(12)).astype(np.int64)
-        page = mapped & ((ents & U64(P.SPECIAL)) == 0)
-        out[at[page]] = content[pfns[page]]
-        for k in np.flatnonzero((ents != 0) & ~mapped).tolist():
-            e = int(ents[k])
-            area = m.swap.areas[P.swp_type(e)]
-            off = P.swp_offset(e)
-            cached = area.cache[off]
-            out[at[k]] = content[cached - 1] if cached else area.data[off]
-    return out
 
 
 def snapshot(m):

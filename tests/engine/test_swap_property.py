@@ -25,8 +25,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from engine import Machine
 from engine.errors import OutOfMemory
 from engine.invariants import check_invariants
+from vmm_common import peek
 from engine.pmm.frames import TYPE_MASK, PageType
-from engine.vmm import pte as P
 from engine.vmm.vmm import fill_values
 from memfs.machines import builtin
 
@@ -51,32 +51,6 @@ def machine() -> Machine:
     assert "max_pool_percent: 20" in text
     cfg = yaml.safe_load(text.replace("max_pool_percent: 20", "max_pool_percent: 5"))
     return Machine(parse(cfg, source="<swap property>"), paused=True)
-
-
-def peek(m, pid, a, pages) -> np.ndarray:
-    """The values of a range's pages as the machine holds them, without touching anything:
-    a mapped page's frame; a swapped page's swap-cache frame if it has one, else its
-    slot (zswap or the device: the value is the slot's data either way); none: zero."""
-    vmm = m.vmm
-    mm = m.tasks.procs[pid].mm
-    content = m.ft.content_np()
-    out = np.zeros(pages, dtype=np.uint64)
-    U64 = np.uint64
-    for t, base, lo, hi in vmm.leaf_tables(mm, a, a + pages * PAGE):
-        ents = np.frombuffer(t, dtype=U64)[lo:hi]
-        at = (base + lo * PAGE - a) // PAGE + np.arange(hi - lo)
-        mapped = (ents & U64(P.P | P.PROTNONE)) != 0
-        raw = np.where((ents & U64(P.P)) != 0, ents, ~ents)
-        pfns = ((raw & U64(P.PFN_MASK)) >> U64(12)).astype(np.int64)
-        page = mapped & ((ents & U64(P.SPECIAL)) == 0)
-        out[at[page]] = content[pfns[page]]
-        for k in np.flatnonzero((ents != 0) & ~mapped).tolist():
-            e = int(ents[k])
-            area = m.swap.areas[P.swp_type(e)]
-            off = P.swp_offset(e)
-            cached = area.cache[off]
-            out[at[k]] = content[cached - 1] if cached else area.data[off]
-    return out
 
 
 def swap_state(m):

@@ -1,5 +1,8 @@
 """What the VMM engine tests share: the address-space constants they work values out
 from, and small readers of a machine's state."""
+import numpy as np
+
+from engine.vmm import pte as P
 from engine.vmm.vma import VM_READ, VM_WRITE
 
 PAGE = 4096
@@ -29,3 +32,29 @@ def ptes(m, pid) -> dict:
 
 def kcount(m, pfn) -> int:
     return int.from_bytes(m.kpagecount(pfn, 1), "little")
+
+
+def peek(m, pid, a, pages) -> np.ndarray:
+    """The values of a range's pages as the machine holds them, without touching anything:
+    a mapped page's frame; a swapped page's swap-cache frame if it has one, else its
+    slot (zswap or the device: the value is the slot's data either way); none: zero."""
+    vmm = m.vmm
+    mm = m.tasks.procs[pid].mm
+    content = m.ft.content_np()
+    out = np.zeros(pages, dtype=np.uint64)
+    U64 = np.uint64
+    for t, base, lo, hi in vmm.leaf_tables(mm, a, a + pages * PAGE):
+        ents = np.frombuffer(t, dtype=U64)[lo:hi]
+        at = (base + lo * PAGE - a) // PAGE + np.arange(hi - lo)
+        mapped = (ents & U64(P.P | P.PROTNONE)) != 0
+        raw = np.where((ents & U64(P.P)) != 0, ents, ~ents)
+        pfns = ((raw & U64(P.PFN_MASK)) >> U64(12)).astype(np.int64)
+        page = mapped & ((ents & U64(P.SPECIAL)) == 0)
+        out[at[page]] = content[pfns[page]]
+        for k in np.flatnonzero((ents != 0) & ~mapped).tolist():
+            e = int(ents[k])
+            area = m.swap.areas[P.swp_type(e)]
+            off = P.swp_offset(e)
+            cached = area.cache[off]
+            out[at[k]] = content[cached - 1] if cached else area.data[off]
+    return out
