@@ -4,6 +4,8 @@ Owns: the page size, pfn <-> physical address conversion, and the one parser
 for sizes and addresses that every command and config key goes through.
 """
 
+import numpy as np
+
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT          # bytes in a 4 KiB frame
 KiB = 1 << 10
@@ -68,6 +70,13 @@ def fmt_size(nr_bytes: int) -> str:
 
 def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def mask_runs(mask, base: int) -> list[tuple[int, int]]:
+    """(first pfn, count) of each run of True in a boolean numpy array whose element 0 is
+    pfn base."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
+    return [(base + int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def runs_of(pfns) -> list[tuple[int, int]]:

@@ -40,7 +40,7 @@ from ..errors import Busy, Exists, InvalidArgument, OutOfMemory, TooBig
 from ..pmm.boot import ZONE_LIMITS
 from ..pmm.frames import (PAGEBLOCK_ORDER, TYPE_MASK, MigrateType, PageType)
 from ..pmm.zone import ZONE_MOVABLE, ZONE_NAMES, ZONE_NORMAL
-from ..units import GiB, PAGE_SHIFT, PAGE_SIZE, fmt_size
+from ..units import GiB, PAGE_SHIFT, PAGE_SIZE, fmt_size, mask_runs
 from .iomem import Resource
 
 NOPAGE, FREE, OFFLINE = int(PageType.NOPAGE), int(PageType.FREE), int(PageType.OFFLINE)
@@ -385,12 +385,6 @@ class Hotplug:
 def _kernel_zone_idx(pfn: int) -> int:
     """The zone a kernel allocation at pfn belongs to by address: DMA, DMA32 or Normal."""
     return next(zi for zi, (lo, hi) in enumerate(ZONE_LIMITS) if lo <= pfn < hi)
-
-
-def mask_runs(mask: np.ndarray, base: int) -> list[tuple[int, int]]:
-    """(first pfn, count) of each run of True in mask, whose element 0 is pfn base."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
-    return [(base + int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def _minus(r: tuple[int, int], s: int, e: int) -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ from ..pmm.frames import (NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_PAGE
                           TYPE_MASK, MigrateType, PageType)
 from ..stats import VmEvent
 from ..sysctl import Tunable
+from ..units import mask_runs, runs_of
 
 FREE = int(PageType.FREE)
 MOVABLE_TYPES = np.array([int(PageType.ANON), int(PageType.FILE), int(PageType.SHMEM),
@@ -103,8 +104,9 @@ class Compactor:
                         fs = top << PAGEBLOCK_ORDER
                         scanned_f += PAGEBLOCK_PAGES
                         f = flags[fs:fs + PAGEBLOCK_PAGES]
-                        free = np.flatnonzero(((f & TYPE_MASK) == FREE) & ((f & PCP) == 0)) + fs
-                        for start, count in _runs(free):
+                        mask = ((f & TYPE_MASK) == FREE) & ((f & PCP) == 0)
+                        free = np.flatnonzero(mask) + fs
+                        for start, count in mask_runs(mask, fs):
                             z.take_range(start, start + count)
                         spare = free[::-1].tolist()
                         isolated += len(spare)
@@ -120,7 +122,7 @@ class Compactor:
                 moved += 1
                 isolated += 1
             mig += 1
-        for start, count in _runs(np.array(sorted(spare), dtype=np.int64)):
+        for start, count in runs_of(spare):
             flags[start:start + count] = FREE       # isolated but not used: back to the lists
             z.add_free_span(start, start + count)
         z.drain_pcp()
@@ -161,14 +163,3 @@ class Compactor:
                 if budget <= 0 or node_score(zones) <= low:
                     break
                 budget -= self.compact_zone(z, budget, daemon=True)
-
-
-def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
-    if not len(pfns):
-        return []
-    pfns = np.asarray(pfns, dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [pfns.size]))
-    return [(int(pfns[a]), int(b - a)) for a, b in zip(starts, ends)]
-
