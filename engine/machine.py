@@ -810,6 +810,10 @@ class Machine:
         with self.mu:
             return vmm_views.proc_view(self, self.tasks.get(pid), vmas=vmas, stats=stats)
 
+    def numa_maps(self, pid: int) -> list[vmm_views.NumaView]:
+        with self.mu:
+            return vmm_views.numa_maps(self, self.tasks.get(pid))
+
     def pte_dump(self, pid: int) -> vmm_views.PteDump:
         with self.mu:
             p = self.tasks.get(pid)

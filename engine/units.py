@@ -4,6 +4,8 @@ Owns: the page size, pfn <-> physical address conversion, and the one parser
 for sizes and addresses that every command and config key goes through.
 """
 
+from collections.abc import Iterable
+
 import numpy as np
 
 PAGE_SHIFT = 12
@@ -88,3 +90,14 @@ def runs_of(pfns) -> list[tuple[int, int]]:
         else:
             runs.append((p, 1))
     return runs
+
+
+def range_list(numbers: Iterable[int]) -> str:
+    """`0-1,3,5-7`: sorted numbers, runs of two or more as first-last (the kernel's %*pbl)."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

@@ -394,6 +394,10 @@ def _guard(m, pid, args, opts) -> None:
     m.tasks.set_guard(pid, args[0] == "on")
 
 
+def _mempolicy(m, pid, args, opts) -> str:
+    return m.tasks.set_mempolicy(pid, args[0], args[1] if len(args) > 1 else None)
+
+
 def _exit(m, pid, args, opts) -> None:
     code = args[0] if args else 0
     if not 0 <= code <= 255:
@@ -475,6 +479,13 @@ PROC_VERBS = {v.name: v for v in (
          "one, chosen by the policy (default lru; opt only for replay, whose future is "
          "known); anonymous pages go to swap. frames=0 lifts the limit. Figures in <pid>/limit",
          "limit frames=64 policy=clock", options={"frames": INT, "policy": STR}),
+    Verb("mempolicy", _mempolicy, "default|local|preferred NODE|bind NODES|interleave NODES",
+         "the process's NUMA memory policy (set_mempolicy): where its pages, page tables and "
+         "page cache come from. default/local: the node of its CPU, then the others by "
+         "distance; preferred: that node first; bind: only those nodes (when they run out, "
+         "reclaim and the OOM killer act there alone); interleave: one page per node in turn. "
+         "NODES as 0-1, 0,1 or all. Forks inherit it; numa_maps shows it; prints the policy",
+         "mempolicy bind 1", args=(STR, STR), min_args=1),
     Verb("fork", _fork, "",
          "fork the process: the child shares every page copy-on-write; prints the child's pid",
          "fork"),

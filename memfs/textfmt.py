@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from engine.units import range_list  # noqa: F401  (re-exported for the renderers)
+
 # meminfo: a 16-column label, the value right-aligned in 8, so it ends at column 24.
 MEMINFO_LABEL_WIDTH = 16
 MEMINFO_VALUE_WIDTH = 8
@@ -82,14 +84,3 @@ def pad_to_column(text: str, column: int) -> str:
 def octal_escape(text: str, chars: str = " \t\n\\") -> str:
     """Each of `chars` in text as a backslash and three octal digits (the kernel's mangle_path)."""
     return "".join(f"\\{ord(c):03o}" if c in chars else c for c in text)
-
-
-def range_list(numbers: Iterable[int]) -> str:
-    """`0-1,3,5-7`: sorted numbers, runs of two or more as first-last (the kernel's %*pbl)."""
-    runs: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if runs and runs[-1][1] == n - 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

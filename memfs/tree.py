@@ -211,6 +211,8 @@ def pid_dir(pid: int) -> Dir:
         "maps": ro(proc_pid.show_maps, "the memory mappings (VMAs)"),
         "smaps": ro(proc_pid.show_smaps, "each mapping with Rss, Pss, shared/private, swap, flags"),
         "smaps_rollup": ro(proc_pid.show_smaps_rollup, "smaps summed over all mappings"),
+        "numa_maps": ro(proc_pid.show_numa_maps, "each mapping's memory policy and its pages "
+                                                 "by node (N0=, N1=, ...)"),
         "pagemap": File(0o400, read_range=lambda m, off, size: proc_pid.read_pagemap(m, pid, off, size),
                         help="binary: one u64 per virtual page at offset vpn*8 (PFN, swap, "
                              "present/swapped/file/exclusive/soft-dirty bits)"),

@@ -36,6 +36,7 @@ class PhysicalAllocator:
         self.cpu_node = cpu_node
         self.events = events
         self._zonelists: dict[tuple[int, int], tuple[Zone, ...]] = {}
+        self._bound: dict[tuple[int, int, tuple[int, ...]], tuple[Zone, ...]] = {}
         self.build_zonelists()
 
     # ------------------------------------------------------------------
@@ -45,6 +46,7 @@ class PhysicalAllocator:
     def build_zonelists(self) -> None:
         """Fallback order per (node, highest zone): own node first, then by distance."""
         self._zonelists.clear()
+        self._bound.clear()
         nr_nodes = len(self.node_zones)
         for node in range(nr_nodes):
             by_distance = sorted(range(nr_nodes), key=lambda n: (self.distance[node][n], n))
@@ -55,6 +57,17 @@ class PhysicalAllocator:
 
     def zonelist(self, node: int, highest: int) -> tuple[Zone, ...]:
         return self._zonelists[(node, highest)]
+
+    def bound_zonelist(self, node: int, highest: int, nodes: tuple[int, ...]) -> tuple[Zone, ...]:
+        """MPOL_BIND's zonelist: the zonelist of node (or of the allowed node nearest to it)
+        with only the allowed nodes' zones (policy_nodemask filtering the zonelist)."""
+        key = (node, highest, nodes)
+        zl = self._bound.get(key)
+        if zl is None:
+            start = node if node in nodes else min(nodes, key=lambda n: (self.distance[node][n], n))
+            zl = self._bound[key] = tuple(z for z in self.zonelist(start, highest)
+                                          if z.node_id in nodes)
+        return zl
 
     def zone_of(self, pfn: int) -> Zone:
         return self.zones[self.ft.pb_zone[pfn >> PAGEBLOCK_ORDER]]

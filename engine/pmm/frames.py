@@ -129,6 +129,9 @@ class FrameTable:
     def rmap_np(self) -> np.ndarray:
         return np.frombuffer(self.rmap, dtype=np.uint64)
 
+    def pb_zone_np(self) -> np.ndarray:
+        return np.frombuffer(self.pb_zone, dtype=np.uint8)
+
     def grow(self, max_pfn: int) -> None:
         """Hot-add: cover pfns up to max_pfn (the new frames NOPAGE). The columns grow in
         place, so references to them stay good."""

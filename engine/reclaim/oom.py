@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import views
 from ..stats import VmEvent
-from ..units import KiB, PAGE_SIZE
+from ..units import KiB, PAGE_SIZE, range_list
 
 OOM_SCORE_ADJ_MIN = -1000
 
@@ -30,15 +30,27 @@ class OomKiller:
     def __init__(self, machine):
         self.m = machine
 
-    def totalpages(self) -> int:
-        return self.m.total_ram_pages() + self.m.swap.total_slots()
+    def totalpages(self, nodemask: tuple | None = None) -> int:
+        """RAM and swap pages the OOM killer weighs oom_score_adj against; for a memory
+        policy's OOM only its nodes' RAM (constrained_alloc)."""
+        if nodemask is None:
+            ram = self.m.total_ram_pages()
+        else:
+            ram = sum(z.present_pages for n in nodemask for z in self.m.node_zones[n])
+        return ram + self.m.swap.total_slots()
 
-    def choose(self):
-        """select_bad_process: the process with the most points, or None."""
-        total = self.totalpages()
+    def choose(self, nodemask: tuple | None = None):
+        """select_bad_process: the process with the most points, or None. With a memory
+        policy's nodemask (CONSTRAINT_MEMORY_POLICY), a process bound to other nodes
+        only is spared: killing it would free nothing there (mempolicy_in_oom_domain)."""
+        total = self.totalpages(nodemask)
         best, best_points = None, None
         for pid in sorted(self.m.tasks.procs):
             p = self.m.tasks.procs[pid]
+            pol = p.mempolicy
+            if nodemask is not None and pol is not None and pol.mode == "bind" \
+                    and not set(pol.nodes) & set(nodemask):
+                continue
             points = badness(p, total)
             if points is None:
                 continue
@@ -46,7 +58,7 @@ class OomKiller:
                 best, best_points = p, points
         return best
 
-    def report(self, trigger, victim) -> list[str]:
+    def report(self, trigger, victim, nodemask: tuple | None = None) -> list[str]:
         """The lines dump_header and oom_kill_process log, victim last."""
         lines = []
         who = trigger.comm if trigger is not None else "kswapd0"
@@ -70,8 +82,11 @@ class OomKiller:
                          f"{mm.rss_anon:8d} {mm.rss_file:8d} {mm.rss_shmem:9d} "
                          f"{(mm.pt_pages + 1) * PAGE_SIZE:8d} {mm.swap_ents:8d}         "
                          f"{p.oom_score_adj:5d} {p.comm}")
-        lines.append(f"oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,"
-                     f"mems_allowed=0,global_oom,task_memcg=/,task={victim.comm},"
+        constraint = "CONSTRAINT_NONE" if nodemask is None else "CONSTRAINT_MEMORY_POLICY"
+        mask = "(null)" if nodemask is None else range_list(nodemask)
+        mems = range_list(range(len(self.m.node_zones)))
+        lines.append(f"oom-kill:constraint={constraint},nodemask={mask},cpuset=/,"
+                     f"mems_allowed={mems},global_oom,task_memcg=/,task={victim.comm},"
                      f"pid={victim.pid},uid={victim.uid}")
         mm = victim.mm
         kb = PAGE_SIZE // KiB
@@ -82,10 +97,10 @@ class OomKiller:
                      f"oom_score_adj:{victim.oom_score_adj}")
         return lines
 
-    def kill(self, trigger, victim) -> str:
+    def kill(self, trigger, victim, nodemask: tuple | None = None) -> str:
         """Log the report and kill victim now (its memory is reaped at once). Returns the
         "Out of memory: Killed process" line."""
-        lines = self.report(trigger, victim)
+        lines = self.report(trigger, victim, nodemask)
         for line in lines:
             self.m.kmsg.log(self.m.clock.uptime_us, line)
         self.m.events[VmEvent.OOM_KILL] += 1

@@ -90,17 +90,25 @@ class Reclaimer:
     # the allocation slow path
     # ------------------------------------------------------------------
 
-    def alloc_slow(self, proc, *, node: int, cpu: int, highest: int, mt, ptype) -> int:
+    def alloc_slow(self, proc, *, node: int, cpu: int, highest: int, mt, ptype,
+                   zones: tuple | None = None) -> int:
         """__alloc_pages_slowpath: direct reclaim and retry; then the OOM killer. Returns a
-        frame or raises FaultOom."""
+        frame or raises FaultOom. zones restricts the request to a memory policy's nodes
+        (MPOL_BIND): reclaim and the OOM killer then act for those nodes alone."""
         vmm = self.vmm
         if vmm.flush is not None:
             vmm.flush()
         pmm = self.m.pmm
-        zonelist = pmm.zonelist(node, highest)
+        zonelist = zones if zones is not None else pmm.zonelist(node, highest)
         nodes = list(dict.fromkeys(z.node_id for z in zonelist))
-        zonelist[0].stats[ZoneStat.ALLOCSTALL] += 1
-        for _ in range(MAX_RECLAIM_RETRIES):
+
+        def retry():
+            return pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype,
+                                      zones=zones)
+
+        if zonelist:
+            zonelist[0].stats[ZoneStat.ALLOCSTALL] += 1
+        for _ in range(MAX_RECLAIM_RETRIES if zonelist else 0):
             got = 0
             for n in nodes:
                 freed = self.shrink_node(n, SWAP_CLUSTER_MAX, direct=True, highest=highest,
@@ -110,7 +118,7 @@ class Reclaimer:
                 got += freed
                 if got >= SWAP_CLUSTER_MAX:
                     break
-            pfn = pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype)
+            pfn = retry()
             if pfn is not None:
                 return pfn
             if got == 0:
@@ -118,21 +126,22 @@ class Reclaimer:
         # out_of_memory: first the OOM notifiers (the balloon deflates), then kill the worst
         # process and try again while victims remain
         balloon = self.m.balloon
-        while balloon.actual and balloon.deflate_on_oom():
-            pfn = pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype)
+        while zonelist and balloon.actual and balloon.deflate_on_oom():
+            pfn = retry()
             if pfn is not None:
                 return pfn
         oom = self.m.oom
+        nodemask = tuple(sorted(nodes)) if zones is not None else None
         for _ in range(len(self.m.tasks.procs) + 1):
-            victim = oom.choose()
+            victim = oom.choose(nodemask)
             if victim is None:
                 line = "Out of memory and no killable processes..."
                 self.m.kmsg.log(self.m.clock.uptime_us, line)
                 raise FaultOom(None, line)
             if victim is proc or victim is vmm.current:
-                raise FaultOom(victim)               # the caller kills it
-            oom.kill(proc, victim)
-            pfn = pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt, ptype=ptype)
+                raise FaultOom(victim, nodemask=nodemask)   # the caller kills it
+            oom.kill(proc, victim, nodemask)
+            pfn = retry()
             if pfn is not None:
                 return pfn
         raise FaultOom(None)

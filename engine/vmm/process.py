@@ -29,7 +29,7 @@ class Process:
     __slots__ = ("pid", "comm", "cmdline", "ppid", "uid", "state", "mm", "cpu", "node",
                  "minflt", "majflt", "start_tick", "oom_score_adj", "anon_family", "kthread",
                  "exit_code", "heap", "workload", "sp", "notified", "nvcsw", "nivcsw", "utime",
-                 "guard")
+                 "guard", "mempolicy")
 
     def __init__(self, pid: int, comm: str, ppid: int, *, cpu: int, node: int, start_tick: int,
                  uid: int = 1000, kthread: bool = False):
@@ -57,6 +57,7 @@ class Process:
         self.nivcsw = 0                   # involuntary ones (preempted while running)
         self.utime = 0                    # ticks spent running
         self.guard = False                # heap guard checks (red zones) for new heaps
+        self.mempolicy = None             # NUMA memory policy (vmm.mempolicy.MemPolicy); None: default
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} ({self.comm})>"

@@ -213,8 +213,7 @@ class SwapInMixin:
                 continue
             if zone.free_pages <= zone.wmark_min + win:
                 return
-            pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
-                                          mt=MigrateType.MOVABLE, ptype=PageType.ANON)
+            pfn = self.try_alloc_for(proc)
             if pfn is None:
                 return
             ft.content[pfn] = area.data[s]

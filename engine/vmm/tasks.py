@@ -10,6 +10,7 @@ from __future__ import annotations
 
 
 from . import process as pr
+from .mempolicy import make_policy
 from .mm import PAGE, STACK_GUARD_GAP, TASK_SIZE, AddressSpace, page_align
 from .process import PID_BASE, PID_LIMIT, Process
 from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
@@ -17,6 +18,7 @@ from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
 from .vmm import FaultOom, Segv, fill_value
 from ..errors import EngineError, Fault, InvalidArgument, NoSuchProcess, OutOfMemory
 from ..heap.calls import HeapCalls, locked
+from ..units import range_list
 
 MAX_PROCESSES = 32768
 
@@ -177,7 +179,7 @@ class Tasks(HeapCalls):
         del self.vmm.inodes[f.ino]
 
     def _new_mm(self, p: Process) -> AddressSpace:
-        mm = AddressSpace(self.vmm.new_pgd(p.cpu, p.node), p.uid)
+        mm = AddressSpace(self.vmm.new_pgd(p.cpu, p.node, p), p.uid)
         p.mm = mm
         self.vmm.register(p)                 # reclaim's reverse map finds its pages from now on
         return mm
@@ -200,6 +202,7 @@ class Tasks(HeapCalls):
         child.cmdline = list(parent.cmdline)
         child.oom_score_adj = parent.oom_score_adj
         child.anon_family = parent.anon_family
+        child.mempolicy = parent.mempolicy.copy() if parent.mempolicy is not None else None
         try:
             child.mm = self._new_mm(child)
         except FaultOom:
@@ -285,7 +288,7 @@ class Tasks(HeapCalls):
         if isinstance(exc, FaultOom):
             if exc.victim is None:
                 return exc.line
-            return self.m.oom.kill(p, p)
+            return self.m.oom.kill(p, p, exc.nodemask)
         s = exc
         mm = p.mm
         if s.signal == "SIGSEGV":
@@ -539,6 +542,24 @@ class Tasks(HeapCalls):
             return None
         return {"frames": lim.frames, "policy": lim.policy.name, "resident": len(lim.policy),
                 "faults": lim.faults, "evictions": lim.evictions, "stuck": lim.stuck}
+
+    @locked
+    def set_mempolicy(self, pid: int, mode: str, nodes: str | None = None) -> str:
+        """set_mempolicy(2) for pid: default, local, preferred N, bind NODES or interleave
+        NODES. Nodes without memory are dropped from the list (as Linux intersects it with
+        N_MEMORY); none left is EINVAL. Returns the policy as numa_maps shows it."""
+        p = self._user(pid)
+        pol = make_policy(mode, nodes, len(self.m.node_zones))
+        if pol is not None and pol.nodes:
+            with_memory = tuple(n for n in pol.nodes
+                                if any(z.managed_pages for z in self.m.node_zones[n]))
+            if not with_memory:
+                raise InvalidArgument(f"mempolicy: node {range_list(pol.nodes)} has no memory")
+            pol.nodes = with_memory
+        p.mempolicy = pol
+        text = pol.text() if pol is not None else "default"
+        self._log(f"mempolicy: {pid} ({p.comm}): {text}")
+        return text
 
     @locked
     def set_oom_score_adj(self, pid: int, value: int) -> None:

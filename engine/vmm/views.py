@@ -16,6 +16,7 @@ import numpy as np
 from . import pte as P
 from .mm import PAGE
 from .process import Process
+from ..pmm.zone import NR_ZONES
 from ..pmm.frames import (ACTIVE as PG_ACTIVE, BUDDY, DIRTY as PG_DIRTY, LAZYFREE, LRU as PG_LRU,
                           REFERENCED as PG_REFERENCED, SWAPCACHE as PG_SWAPCACHE, TYPE_MASK,
                           PageType)
@@ -209,6 +210,58 @@ def vma_stats(m, mm, v) -> MemStats:
         lazyfree=int((anon & ((flags & LAZYFREE) != 0) & ~dirty).sum()) * size,
         swap=n_swap * size,
         swap_pss=n_swap * (size << PSS_SHIFT))
+
+
+@dataclass(frozen=True)
+class NumaView:
+    """One numa_maps line's figures (show_numa_map / gather_stats), in pages."""
+    start: int
+    policy: str                 # mpol_to_str of the policy in force: `default`, `bind:1`, ...
+    where: str                  # " file=PATH", " heap", " stack" or ""
+    pages: int = 0              # mapped pages (the zero page and swap entries not counted)
+    anon: int = 0
+    dirty: int = 0
+    mapmax: int = 0             # the highest map count among them
+    swapcache: int = 0
+    active: int = 0
+    nodes: tuple[tuple[int, int], ...] = ()     # (node, pages on it), nodes in order
+
+
+def numa_maps(m, p: Process) -> list[NumaView]:
+    """Every VMA of p with where its pages are (fs/proc/task_mmu.c show_numa_map). A task
+    policy shows on every VMA (none of them has its own)."""
+    mm = p.mm
+    if mm is None:
+        return []
+    policy = p.mempolicy.text() if p.mempolicy is not None else "default"
+    ft = m.ft
+    out = []
+    for v in mm.vmas:
+        if v.file is not None:
+            where = " file=" + ("/dev/zero (deleted)" if v.file.shmem else v.file.path)
+        elif v.name in ("[heap]", "[stack]"):
+            where = " " + v.name[1:-1]
+        else:
+            where = ""
+        _, ents = _entries(m, mm, v.start, v.end)
+        page = ((ents & U64(P.P | P.PROTNONE)) != 0) & ((ents & U64(P.SPECIAL)) == 0)
+        e = ents[page]
+        if not e.size:
+            out.append(NumaView(v.start, policy, where))
+            continue
+        pfns = _pfns(e)
+        flags = ft.flags_np()[pfns]
+        node = ft.pb_zone_np()[pfns >> 9] // NR_ZONES
+        counts = np.bincount(node)
+        out.append(NumaView(
+            v.start, policy, where, pages=int(e.size),
+            anon=int(((flags & TYPE_MASK) == PageType.ANON).sum()),
+            dirty=int((((e & U64(P.DIRTY)) != 0) | ((flags & PG_DIRTY) != 0)).sum()),
+            mapmax=int(ft.mapcount_np()[pfns].max()),
+            swapcache=int(((flags & PG_SWAPCACHE) != 0).sum()),
+            active=int(((flags & PG_ACTIVE) != 0).sum()),
+            nodes=tuple((n, int(c)) for n, c in enumerate(counts.tolist()) if c)))
+    return out
 
 
 # ---------------------------------------------------------------------------

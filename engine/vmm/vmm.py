@@ -44,7 +44,7 @@ from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, LRU, NIL, RMAP_INDEX_BITS
 from ..pmm.zone import NR_ZONES, ZONE_MOVABLE, ZONE_NORMAL
 from ..reclaim.lru import INACTIVE_ANON, LruLists
 from ..reclaim.swap import COUNT_MASK
-from ..stats import PageStat, VmEvent, page_gauges
+from ..stats import PageStat, VmEvent, ZoneStat, page_gauges
 
 ANON = int(PageType.ANON)
 PT_ANON = PageType.ANON
@@ -81,9 +81,10 @@ class FaultOom(Exception):
     """No frame for a page fault, and the OOM killer chose the faulting process itself
     (the caller kills it), or found no process it may kill (victim None: nothing dies)."""
 
-    def __init__(self, victim=None, line: str = ""):
+    def __init__(self, victim=None, line: str = "", nodemask: tuple | None = None):
         super().__init__(line or "out of memory")
         self.victim, self.line = victim, line
+        self.nodemask = nodemask          # the memory policy's nodes, for a constrained OOM
 
 
 def fill_value(va: int, seed: int) -> int:
@@ -145,25 +146,62 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         self.gauges[self.ft.pb_zone[pfn >> 9]][stat] += delta
 
     def _alloc(self, ptype: int, cpu: int, node: int, proc=None) -> int:
-        """A frame for a page table or a user page; when memory is short, reclaim
-        (direct reclaim, then the OOM killer) finds one or raises FaultOom."""
+        """A frame for a page table or a user page, placed by proc's memory policy; when
+        memory is short, reclaim (direct reclaim, then the OOM killer) finds one or raises
+        FaultOom."""
         if ptype == PAGETABLE:
             highest, mt = ZONE_NORMAL, MigrateType.UNMOVABLE
         else:
             highest, mt = ZONE_MOVABLE, MigrateType.MOVABLE
+        node, zones, il = self._place(proc, node, highest)
         pfn = self.pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt,
-                                      ptype=PageType(ptype))
+                                      ptype=PageType(ptype), zones=zones)
         if pfn is None:
             if self.reclaim is None:
                 raise FaultOom()
             pfn = self.reclaim.alloc_slow(proc, node=node, cpu=cpu, highest=highest, mt=mt,
-                                          ptype=PageType(ptype))
+                                          ptype=PageType(ptype), zones=zones)
+        if il >= 0:
+            self._count_interleave(pfn, il)
+        return pfn
+
+    def _place(self, proc, node: int, highest: int) -> tuple[int, tuple | None, int]:
+        """Where proc's memory policy sends its next allocation: (node to start from, the
+        zonelist when the policy restricts it (bind) or None, the interleave turn's node or
+        -1)."""
+        pol = proc.mempolicy if proc is not None else None
+        if pol is None or pol.mode == "local":
+            return node, None, -1
+        if pol.mode == "bind":
+            return node, self.pmm.bound_zonelist(node, highest, pol.nodes), -1
+        if pol.mode == "preferred":
+            return pol.nodes[0], None, -1
+        target = pol.next_interleave()
+        return target, None, target
+
+    def _count_interleave(self, pfn: int, target: int) -> None:
+        """interleave_hit: the page landed on the node whose turn it was."""
+        zid = self.ft.pb_zone[pfn >> 9]
+        if zid // NR_ZONES == target:
+            self.pmm.zones[zid].stats[ZoneStat.NUMA_INTERLEAVE] += 1
+
+    def try_alloc_for(self, proc, *, mt=MOVABLE, ptype=PT_ANON) -> int | None:
+        """A movable user frame for proc from free memory only (readahead, prefetch): placed
+        by its policy, never reclaiming. None when its nodes are short."""
+        node, zones, il = self._place(proc, proc.node, ZONE_MOVABLE)
+        pfn = self.pmm.try_alloc_page(node=node, cpu=proc.cpu, highest=ZONE_MOVABLE, mt=mt,
+                                      ptype=ptype, zones=zones)
+        if pfn is not None and il >= 0:
+            self._count_interleave(pfn, il)
         return pfn
 
     def _new_anon(self, proc, va: int) -> int:
-        # _alloc(ANON, ...) spelt out: this runs on every anonymous fault.
-        pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
-                                      mt=MOVABLE, ptype=PT_ANON)
+        # _alloc(ANON, ...) spelt out for the default policy: this runs on every
+        # anonymous fault.
+        pfn = None
+        if proc.mempolicy is None:
+            pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
+                                          mt=MOVABLE, ptype=PT_ANON)
         if pfn is None:
             pfn = self._alloc(ANON, proc.cpu, proc.node, proc)
         ft = self.ft
@@ -191,14 +229,16 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
     # page tables
     # ------------------------------------------------------------------
 
-    def new_pgd(self, cpu: int, node: int) -> int:
-        pfn = self._alloc(PAGETABLE, cpu, node)
+    def new_pgd(self, cpu: int, node: int, proc=None) -> int:
+        pfn = self._alloc(PAGETABLE, cpu, node, proc)
         self.tables[pfn] = array("Q", TABLE_BYTES)
         self._gauge(pfn, PageStat.PAGETABLE, 1)
         return pfn
 
-    def leaf(self, mm: AddressSpace, va: int, alloc: bool = False, cpu: int = 0, node: int = 0):
-        """The PTE table covering va (or None); with alloc, build missing levels."""
+    def leaf(self, mm: AddressSpace, va: int, alloc: bool = False, cpu: int = 0, node: int = 0,
+             proc=None):
+        """The PTE table covering va (or None); with alloc, build missing levels (placed by
+        proc's memory policy when given)."""
         t = mm.leaf_cache.get(va >> 21)
         if t is not None:
             return t
@@ -211,7 +251,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
                 continue
             if not alloc:
                 return None
-            pfn = self._alloc(PAGETABLE, cpu, node)
+            pfn = self._alloc(PAGETABLE, cpu, node, proc)
             new = array("Q", TABLE_BYTES)
             self.tables[pfn] = new
             self._gauge(pfn, PageStat.PAGETABLE, 1)
@@ -353,7 +393,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         if write and not vma.writable or not write and not vma.flags & PROT_BITS:
             raise Segv(va, write, self._present(mm, va),
                        why=f"{'write to' if write else 'read of'} a {vma.perms()} mapping")
-        t = self.leaf(mm, va, alloc=True, cpu=proc.cpu, node=proc.node)
+        t = self.leaf(mm, va, alloc=True, cpu=proc.cpu, node=proc.node, proc=proc)
         pfn = self._handle_fault(proc, vma, va, t, (va >> 12) & 511, write)
         mm.update_hiwater_rss()
         return pfn
@@ -988,7 +1028,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             nz = np.flatnonzero(view)
             if not nz.size:
                 continue
-            ct = self.leaf(dst, base, alloc=True, cpu=child.cpu, node=child.node)
+            ct = self.leaf(dst, base, alloc=True, cpu=child.cpu, node=child.node, proc=child)
             ents = view[nz]
             mapped = (ents & U64(P.P | P.PROTNONE)) != 0
             if not mapped.all():                        # swap entries: the slot gains a holder
@@ -1193,7 +1233,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
                     continue
                 at = base + (i << 12)
                 if t is None:
-                    t = self.leaf(mm, at, alloc=True, cpu=proc.cpu, node=proc.node)
+                    t = self.leaf(mm, at, alloc=True, cpu=proc.cpu, node=proc.node, proc=proc)
                 if e == 0 and demand_zero:                      # do_anonymous_page
                     faults += 1
                     if write:

@@ -187,6 +187,30 @@ def show_smaps_rollup(m, pid: int) -> str:
     return head + "".join(_stat_lines(total, rollup=True))
 
 
+def show_numa_maps(m, pid: int) -> str:
+    """numa_maps: each mapping's start, policy, kind, and its pages by node."""
+    out = []
+    for r in m.numa_maps(pid):
+        line = f"{r.start:08x} {r.policy}{r.where}"
+        if r.pages:
+            if r.anon:
+                line += f" anon={r.anon}"
+            if r.dirty:
+                line += f" dirty={r.dirty}"
+            if r.pages not in (r.anon, r.dirty):
+                line += f" mapped={r.pages}"
+            if r.mapmax > 1:
+                line += f" mapmax={r.mapmax}"
+            if r.swapcache:
+                line += f" swapcache={r.swapcache}"
+            if r.active < r.pages:
+                line += f" active={r.active}"
+            line += "".join(f" N{n}={c}" for n, c in r.nodes)
+            line += f" kernelpagesize_kB={PAGE_SIZE // KiB}"
+        out.append(line + "\n")
+    return "".join(out)
+
+
 # ---------------------------------------------------------------------------
 # pte: the page tables, for humans
 # ---------------------------------------------------------------------------
