@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.units import range_list  # noqa: F401  (re-exported for the renderers)
-
 # meminfo: a 16-column label, the value right-aligned in 8, so it ends at column 24.
 MEMINFO_LABEL_WIDTH = 16
 MEMINFO_VALUE_WIDTH = 8

@@ -13,7 +13,9 @@ from engine.pmm.zone import ZONE_NORMAL
 from engine.units import pages_to_kb
 from engine.views import MemInfo, ZoneView
 
-from ..textfmt import kb_line, name_value_lines, node_hugepages_line, node_prefix, range_list
+from engine.units import range_list
+
+from ..textfmt import kb_line, name_value_lines, node_hugepages_line, node_prefix
 
 # numastat's names for the NUMA event counters, which vmstat calls numa_*.
 NUMASTAT_NAMES = (("numa_hit", "numa_hit"), ("numa_miss", "numa_miss"),
