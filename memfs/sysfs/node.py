@@ -10,10 +10,8 @@ zones together and convert pages to kB.
 from __future__ import annotations
 
 from engine.pmm.zone import ZONE_NORMAL
-from engine.units import pages_to_kb
+from engine.units import pages_to_kb, range_list
 from engine.views import MemInfo, ZoneView
-
-from engine.units import range_list
 
 from ..textfmt import kb_line, name_value_lines, node_hugepages_line, node_prefix
 
