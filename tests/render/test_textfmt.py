@@ -1,8 +1,9 @@
 """The layout helpers: each one is a kernel seq_file rule."""
 import pytest
 
+from engine.units import range_list
 from memfs.textfmt import (hex_digits, kb_line, name_value_line, node_hugepages_line, octal_escape,
-                           pad_to_column, range_list, wide_count_line, wide_kb_line)
+                           pad_to_column, wide_count_line, wide_kb_line)
 
 
 def test_kb_line_value_ends_at_column_24():
