@@ -648,21 +648,12 @@ class Machine:
             if indexes is None:
                 known = ", ".join(str(d) for d in sorted(hp.dimms)) or "none"
                 raise InvalidArgument(f"dimm remove: no DIMM {dimm} (present: {known})")
-            done, moved = [], 0
-            for i in indexes:
-                b = hp.blocks[i]
-                if not b.online:
-                    continue
-                zone = hp.zone_of_block(b)
-                try:
-                    moved += hp.offline(b)
-                except EngineError as e:
-                    for j, zi in done:
-                        hp._give_to_zone(hp.blocks[j], zi)
-                    if done:
-                        self.memory_changed()
-                    raise Busy(f"dimm remove: dimm{dimm} stays: {e.reason}") from None
-                done.append((i, zone.idx))
+            # All the online blocks at once: none may take another's pages (each page moves
+            # once), and the checks (movable, room) cover the whole DIMM before anything moves.
+            try:
+                moved = hp.offline_blocks([hp.blocks[i] for i in indexes if hp.blocks[i].online])
+            except EngineError as e:
+                raise Busy(f"dimm remove: dimm{dimm} stays: {e.reason}") from None
             hp.remove_memory(indexes)
             del hp.dimms[dimm]
             self.kmsg.log(self.clock.uptime_us, f"memory: dimm{dimm} removed (memory{indexes[0]}-"

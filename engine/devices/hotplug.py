@@ -26,8 +26,10 @@ rest of memory cannot take the pages above its min watermarks; EINVAL if the
 block spans zones. ZONE_MOVABLE holds only movable pages, so a Movable block
 can always go offline while there is room elsewhere.
 
-A DIMM is removed by offlining its blocks (rolled back if one cannot go) and
-taking its frames, memmap, RAM range and blocks away.
+A DIMM is removed by offlining its online blocks all at once (offline_blocks:
+their free frames are isolated together, so no page moves into a sibling
+block to move again; nothing changes if one cannot go) and taking its frames,
+memmap, RAM range and blocks away.
 """
 from __future__ import annotations
 
@@ -210,66 +212,97 @@ class Hotplug:
 
     def offline(self, b: MemoryBlock) -> int:
         """offline_pages; returns the pages migrated. Busy/InvalidArgument change nothing."""
+        return self.offline_blocks([b])
+
+    def offline_blocks(self, bs: list[MemoryBlock]) -> int:
+        """offline_pages over several blocks at once (a DIMM's); returns the pages migrated.
+
+        As Linux isolates the whole range (start_isolate_page_range) before it migrates,
+        every block's free frames leave the buddy lists before any page moves: no block can
+        be a migration target for another's pages, so each page moves once. The checks come
+        first, for all the blocks (each online and in one zone, every page movable, room
+        elsewhere for all their pages): Busy/InvalidArgument change nothing."""
         m, ft, vmm = self.m, self.m.ft, self.m.vmm
-        if not b.online:
-            raise InvalidArgument(f"memory{b.index}: already offline")
-        s, e = self.span(b)
-        where = f"memory offlining [mem {s << PAGE_SHIFT:#018x}-{(e << PAGE_SHIFT) - 1:#018x}]"
-        z = self.zone_of_block(b)
-        if z is None:
-            raise InvalidArgument(f"{where} failed: the block spans more than one zone")
-        flags = ft.flags_np()[s:e]
-        types = flags & TYPE_MASK
-        in_use = np.flatnonzero((types != NOPAGE) & (types != FREE) & (types != OFFLINE)
-                                & (types != HWPOISON)) + s
-        for pfn in in_use.tolist():
-            if not vmm.movable(pfn):
-                t = int(ft.flags[pfn] & TYPE_MASK)
-                why = UNMOVABLE_WHY.get(t, "held by a fault in progress")
-                raise Busy(f"{where} failed: pfn {pfn:#x} cannot be migrated "
-                           f"({PageType(t).name}: {why})")
-        free_here = int(np.count_nonzero(types == FREE))
+        plan = []                                    # (block, zone, where, types, in use)
+        for b in bs:
+            if not b.online:
+                raise InvalidArgument(f"memory{b.index}: already offline")
+            s, e = self.span(b)
+            where = _offlining(s, e)
+            z = self.zone_of_block(b)
+            if z is None:
+                raise InvalidArgument(f"{where} failed: the block spans more than one zone")
+            types = ft.flags_np()[s:e] & TYPE_MASK
+            in_use = np.flatnonzero((types != NOPAGE) & (types != FREE) & (types != OFFLINE)
+                                    & (types != HWPOISON)) + s
+            for pfn in in_use.tolist():
+                if not vmm.movable(pfn):
+                    t = int(ft.flags[pfn] & TYPE_MASK)
+                    why = UNMOVABLE_WHY.get(t, "held by a fault in progress")
+                    raise Busy(f"{where} failed: pfn {pfn:#x} cannot be migrated "
+                               f"({PageType(t).name}: {why})")
+            plan.append((b, z, where, types, in_use))
+        if not plan:
+            return 0
         # What the allocator can give a migration: free frames above each zone's min
-        # watermark and its protection for a movable request, less this block's own.
-        room = sum(max(0, o.free_pages - o.wmark_min - o.lowmem_reserve[ZONE_MOVABLE])
-                   for o in m.zones if o.managed_pages) - free_here
-        if in_use.size > room:
-            raise Busy(f"{where} failed: {in_use.size} pages to migrate but only {max(room, 0)} "
+        # watermark and its protection for a movable request, the blocks' own not counted.
+        free_here: dict[int, int] = {}
+        for _, z, _, types, _ in plan:
+            free_here[z.zid] = free_here.get(z.zid, 0) + int(np.count_nonzero(types == FREE))
+        room = sum(max(0, o.free_pages - free_here.get(o.zid, 0) - o.wmark_min
+                       - o.lowmem_reserve[ZONE_MOVABLE]) for o in m.zones if o.managed_pages)
+        need = sum(p[4].size for p in plan)
+        if need > room:
+            where = plan[0][2] if len(plan) == 1 else _offlining(
+                min(self.span(p[0])[0] for p in plan), max(self.span(p[0])[1] for p in plan))
+            raise Busy(f"{where} failed: {need} pages to migrate but only {room} "
                        f"frames free elsewhere above the min watermarks")
-        z.drain_pcp()
-        free_runs = mask_runs(types == FREE, s)
-        for start, count in free_runs:
-            z.take_range(start, start + count)
-            ft.flags_np()[start:start + count] = OFFLINE
-        moved = []
-        for old in in_use.tolist():
-            new = vmm.migration_target(old)
-            if new is None:
-                self._undo_offline(z, free_runs, moved)
-                raise Busy(f"{where} failed: no free frame to migrate pfn {old:#x} to "
-                           f"({len(moved)} pages had moved and stay moved)")
-            vmm.migrate_page(old, new)
-            ft.flags[old] = OFFLINE
-            ft.content[old] = 0
-            moved.append(old)
-        poisoned = types == HWPOISON
-        flags[poisoned] = OFFLINE                    # m.poisoned remembers them
-        n = e - s - int(np.count_nonzero(types == NOPAGE))
-        z.present_pages -= n
-        z.managed_pages -= n
-        self._shrink_span(z)
-        b.online = False
+        zones = list({z.zid: z for _, z, _, _, _ in plan}.values())
+        for z in zones:
+            z.drain_pcp()
+        isolated = []                                # (zone, free runs taken)
+        for b, z, _, types, _ in plan:
+            free_runs = mask_runs(types == FREE, self.span(b)[0])
+            for start, count in free_runs:
+                z.take_range(start, start + count)
+                ft.flags_np()[start:start + count] = OFFLINE
+            isolated.append((z, free_runs))
+        moved = []                                   # (zone, pfn) of the pages moved
+        for _, z, where, _, in_use in plan:
+            for old in in_use.tolist():
+                new = vmm.migration_target(old)
+                if new is None:
+                    self._undo_offline(isolated, moved)
+                    raise Busy(f"{where} failed: no free frame to migrate pfn {old:#x} to "
+                               f"({len(moved)} pages had moved and stay moved)")
+                vmm.migrate_page(old, new)
+                ft.flags[old] = OFFLINE
+                ft.content[old] = 0
+                moved.append((z, old))
+        offlined = []
+        for b, z, _, types, _ in plan:
+            s, e = self.span(b)
+            ft.flags_np()[s:e][types == HWPOISON] = OFFLINE   # m.poisoned remembers them
+            n = e - s - int(np.count_nonzero(types == NOPAGE))
+            z.present_pages -= n
+            z.managed_pages -= n
+            b.online = False
+            offlined.append(n)
+        for z in zones:
+            self._shrink_span(z)
         m.memory_changed()
-        m.log(f"Offlined Pages {n}")
+        for n in offlined:
+            m.log(f"Offlined Pages {n}")
         return len(moved)
 
-    def _undo_offline(self, z, free_runs, moved) -> None:
-        """A migration found no room: the frames taken so far go back to the zone."""
+    def _undo_offline(self, isolated, moved) -> None:
+        """A migration found no room: the frames taken so far go back to their zones."""
         ft = self.m.ft
-        for start, count in free_runs:
-            ft.flags_np()[start:start + count] = FREE
-            z.add_free_span(start, start + count)
-        for pfn in moved:
+        for z, free_runs in isolated:
+            for start, count in free_runs:
+                ft.flags_np()[start:start + count] = FREE
+                z.add_free_span(start, start + count)
+        for z, pfn in moved:
             ft.flags[pfn] = FREE
             z.add_free_span(pfn, pfn + 1)
 
@@ -380,6 +413,10 @@ class Hotplug:
             if not clash:
                 return addr
             addr = -(-max(r.end for r in clash) // self.block_size) * self.block_size
+
+
+def _offlining(s: int, e: int) -> str:
+    return f"memory offlining [mem {s << PAGE_SHIFT:#018x}-{(e << PAGE_SHIFT) - 1:#018x}]"
 
 
 def _kernel_zone_idx(pfn: int) -> int:

@@ -5,8 +5,9 @@ through random probes (below 4 GiB, where blocks join DMA32, and above, where
 they join Normal or Movable), DIMM adds (at 4 GiB and up, added offline) and
 removes, onlining to the default, kernel or Movable zone, offlining, hard and
 soft offlining of pages (a process's page, a free frame, any frame), bursts of
-injected failures, mixed with spawn, mmap + fill (with a recorded seed),
-single writes, fork, kill and ticks.
+injected failures, balloon targets (0, small, about the free memory, far more
+than there is) with the ticks that move the balloon, mixed with spawn, mmap +
+fill (with a recorded seed), single writes, fork, kill and ticks.
 
 The model: which hot-added blocks are online (so MemTotal = 13825 + 32768 per
 online hot-added block, whatever was poisoned), the poisoned frames, and per
@@ -15,9 +16,14 @@ since (a fork copies both). A hard offline may kill exactly the processes that
 map the frame or hold its swap slot, and only for an anonymous page or a dirty
 file page; they are dropped from the model. Refusals that are checked before
 anything moves (an unmovable frame, no room, a zone crossing, a kernel page)
-must leave the machine as it was. After every step check_invariants must pass
+must leave the machine as it was. A DIMM removal migrates exactly the pages in
+use on the DIMM, each once. After every step check_invariants must pass
 and every followed page must hold its value, wherever it is (peeked, not
-faulted in: in a frame, in the swap cache or in its swap slot).
+faulted in: in a frame, in the swap cache or in its swap slot). The balloon
+holds exactly the frames typed BALLOON, all in online blocks, none poisoned;
+it moves towards its target by at most RATE pages a tick (inflating may stop
+short when nothing can be had, deflating never does), and no frame it takes
+was offline, poisoned or absent before.
 
 Left to test_hotplug.py's own cases: PROT_NONE pages, shared anonymous
 memory and dimm add with online=.
@@ -29,6 +35,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine import Machine, load
+from engine.devices.balloon import RATE
 from engine.devices.memfail import AlreadyPoisoned
 from engine.errors import Busy, Exists, InvalidArgument, IoError, NoDevice, OutOfMemory
 from engine.invariants import check_invariants
@@ -52,6 +59,7 @@ MAX_BLOCKS = 5                       # hot-added blocks at a time
 PROBES = (BLOCK, 2 * BLOCK, 4 * G + BLOCK, 4 * G + 3 * BLOCK)
 ANON, FILE, FREE = int(PageType.ANON), int(PageType.FILE), int(PageType.FREE)
 HWPOISON, OFFLINE = int(PageType.HWPOISON), int(PageType.OFFLINE)
+BALLOON, NOPAGE = int(PageType.BALLOON), int(PageType.NOPAGE)
 # refusals raised before anything is touched
 EARLY = ("cannot be migrated", "frames free elsewhere", "spans more than one zone",
          "already", "cannot go to", "no zone can take it")
@@ -179,13 +187,18 @@ class HotplugModel(RuleBasedStateMachine):
         indexes = list(self.m.hotplug.dimms[d])
         states = {j: self.m.hotplug.blocks[j].online for j in indexes}
         total = self.m.meminfo().total
+        s, e = indexes[0] * BP, (indexes[-1] + 1) * BP
+        types = self.m.ft.flags_np()[s:e] & TYPE_MASK
+        in_use = int(np.count_nonzero(~np.isin(types, (FREE, OFFLINE, HWPOISON, NOPAGE))))
+        before = snapshot(self.m)
         try:
-            self.m.dimm_remove(d)
-        except Busy:
+            moved = self.m.dimm_remove(d)
+        except Busy as err:
             assert {j: self.m.hotplug.blocks[j].online for j in indexes} == states
             assert self.m.meminfo().total == total
+            self._refused(err, before, "dimm remove")
             return
-        s, e = indexes[0] * BP, (indexes[-1] + 1) * BP
+        assert moved == in_use, f"dimm{d}: {moved} pages migrated, {in_use} were in use there"
         self.poisoned = {p for p in self.poisoned if not s <= p < e}
         self.added -= set(indexes)
         self.online -= set(indexes)
@@ -326,6 +339,35 @@ class HotplugModel(RuleBasedStateMachine):
             assert self.poisoned <= m.poisoned
             self.poisoned = set(m.poisoned)
 
+    # the balloon ---------------------------------------------------------------
+
+    @rule(size=st.sampled_from(["zero", "zero", "small", "small", "free", "more"]),
+          k=st.integers(0, 4096),
+          n=st.integers(1, 6))
+    def balloon(self, size, k, n):
+        """Set the balloon's target (0; up to 4096 pages; the free memory, give or take 2048
+        pages; far more than the machine has) and tick n times."""
+        m = self.m
+        free = m.meminfo().free
+        target = {"zero": 0, "small": k, "free": max(0, free + k - 2048),
+                  "more": 2 * m.meminfo().total + k}[size]
+        m.balloon_set_target(target)
+        was = m.balloon.actual
+        held = set(m.balloon.frames)
+        types = m.ft.flags_np() & TYPE_MASK              # a copy, as before the ticks
+        m.step(n)
+        assert not self._prune(), "the balloon killed a process"
+        now = m.balloon.actual
+        assert m.balloon.target == target
+        if was >= target:
+            assert now == max(target, was - RATE * n), f"deflate {was} -> {target}: {now}"
+        else:
+            assert was <= now <= min(target, was + RATE * n), f"inflate {was} -> {target}: {now}"
+        new = np.array(sorted(set(m.balloon.frames) - held), dtype=np.int64)
+        bad = new[np.isin(types[new], (OFFLINE, HWPOISON, NOPAGE))] if new.size else new
+        assert not bad.size, f"the balloon took frame {int(bad[0]):#x}, " \
+                             f"{PageType(int(types[bad[0]])).name} before"
+
     # after every step ------------------------------------------------------------
 
     @invariant()
@@ -338,6 +380,13 @@ class HotplugModel(RuleBasedStateMachine):
         mi = m.meminfo()
         assert mi.total == BOOT_TOTAL + BP * len(self.online)
         assert m.poisoned == self.poisoned and mi.hardware_corrupted == len(self.poisoned)
+        held = np.frombuffer(m.balloon.frames, dtype=np.uint32).astype(np.int64)
+        ptypes = m.ft.flags_np() & TYPE_MASK
+        assert m.balloon.actual == held.size == int(np.count_nonzero(ptypes == BALLOON))
+        assert (ptypes[held] == BALLOON).all(), "a balloon frame is not typed BALLOON"
+        assert not m.poisoned & set(held.tolist()), "the balloon holds a poisoned frame"
+        offline_blocks = {i for i, b in m.hotplug.blocks.items() if not b.online}
+        assert not offline_blocks & set((held // BP).tolist()), "a balloon frame is offline"
         for pid in sorted(self.ranges):
             for a, pages, seed in self.ranges[pid]:
                 want = fill_values(a, pages, seed)
