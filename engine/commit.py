@@ -2,8 +2,9 @@
 
 Committed_AS is the sum of what address spaces have committed; the limit is
 what strict overcommit (mode 2) would allow:
-    CommitLimit = MemTotal * overcommit_ratio / 100 + SwapTotal
+    CommitLimit = (MemTotal - hugetlb pool frames) * overcommit_ratio / 100 + SwapTotal
                   (overcommit_kbytes / 4 + SwapTotal when overcommit_kbytes is set)
+(vm_commit_limit: the hugetlb pool's frames are RAM no process can commit.)
 """
 from .sysctl import Tunable
 from .units import PAGE_SIZE, KiB
@@ -52,9 +53,10 @@ def enough_memory(pages: int, committed: int, *, mode: int, total_ram: int, tota
     return committed + pages < allowed
 
 
-def commit_limit_pages(total_ram_pages: int, total_swap_pages: int, ratio: int, kbytes: int) -> int:
+def commit_limit_pages(total_ram_pages: int, total_swap_pages: int, ratio: int, kbytes: int,
+                       hugetlb_pages: int = 0) -> int:
     if kbytes:
         allowed = kbytes // (PAGE_SIZE // KiB)
     else:
-        allowed = total_ram_pages * ratio // 100
+        allowed = (total_ram_pages - hugetlb_pages) * ratio // 100
     return allowed + total_swap_pages

@@ -29,7 +29,11 @@ InternalError, naming what broke and where, the first time one of these fails:
   frames, each held once; every HWPOISON frame is in Machine.poisoned and
   every poisoned frame is HWPOISON or in an offline block; zswap's pool and
   balloon frames carry their owner and place in rmap; the BALLOON frames are
-  exactly the balloon's.
+  exactly the balloon's;
+- the hugetlb pool: the HUGETLB frames are exactly the pool's pages, 512 from
+  each head; each head is 512-aligned, its block inside one zone of the node
+  that lists it, each head listed once; per-node and total counts agree,
+  free <= total; pool frames carry no other flag bit, no mapping, no rmap.
 
 And of its virtual memory (the Vmm and the task table):
 
@@ -128,7 +132,8 @@ from .errors import InternalError
 from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
 from .pmm.frames import (ACTIVE, BUDDY, DIRTY, KOWNER_BALLOON, KOWNER_ZSWAP, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
                          ORDER_MASK, ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, REFERENCED, RMAP_INDEX_BITS,
-                         SWAPCACHE, TYPE_MASK, MigrateType, PageType)
+                         SWAPCACHE, THP_HEAD, THP_TAIL, TYPE_MASK, MigrateType, PageType)
+from .pmm.hugetlb import HPAGE_PAGES
 from .pmm.zone import NR_ZONES
 from .reclaim.lru import GAUGE as LRU_GAUGE, LRU_NAMES, NR_LRU
 from .reclaim.swap import COUNT_MASK, HAS_CACHE, SWP_OFFSET_BITS
@@ -149,6 +154,7 @@ KERNEL = int(PageType.KERNEL)
 OFFLINE = int(PageType.OFFLINE)
 HWPOISON = int(PageType.HWPOISON)
 BALLOON = int(PageType.BALLOON)
+HUGETLB = int(PageType.HUGETLB)
 SLOT_MASK = (1 << SWP_OFFSET_BITS) - 1
 U64 = np.uint64
 
@@ -194,6 +200,7 @@ def check_invariants(machine) -> None:
     _check_physmap(machine.physmap.top, None)
     _check_owners(machine, flags)
     _check_hotplug(machine, flags)
+    _check_hugetlb(machine, flags)
     _check_vmm(machine, flags)
     _check_heaps(machine)
 
@@ -231,7 +238,8 @@ def _check_ram_and_flag_bits(machine, flags: np.ndarray) -> None:
     both = ((flags & BUDDY) != 0) & ((flags & PCP) != 0)
     if both.any():
         _fail(f"pfn {_first(both):#x} is both a buddy head (BUDDY) and on a per-cpu stack (PCP)")
-    order_bits = ((flags & ORDER_MASK) != 0) & ((flags & BUDDY) == 0)
+    # (the THP_HEAD / THP_TAIL marks of PMD-mapped THPs are checked by _check_thp)
+    order_bits = ((flags & ORDER_MASK) != 0) & ((flags & BUDDY) == 0) & (ptype != ANON)
     if order_bits.any():
         pfn = _first(order_bits)
         _fail(f"pfn {pfn:#x} has order bits ({int(flags[pfn]):#06x}) without BUDDY")
@@ -562,6 +570,50 @@ def _check_hotplug(machine, flags: np.ndarray) -> None:
               f"{'' if typed.size != balloon.size else ' (not the same ones)'}")
 
 
+def _check_hugetlb(machine, flags: np.ndarray) -> None:
+    """The HUGETLB frames are exactly the pool's pages, each a whole aligned block of one zone
+    of its node, unmapped, off every list; the pool's counts add up."""
+    pool = machine.hugetlb
+    ft = machine.ft
+    nr = HPAGE_PAGES
+    heads = []
+    for node, free_list in enumerate(pool.free_lists):
+        h = np.frombuffer(free_list, dtype=np.uint32).astype(np.int64)
+        if pool.nr_node[node] != h.size:       # every pool page is free: nothing maps one yet
+            _fail(f"hugetlb: node {node} counts {pool.nr_node[node]} pool pages, its free list "
+                  f"holds {h.size}")
+        for pfn in h.tolist():
+            if pfn % nr or pfn + nr > flags.size:
+                _fail(f"hugetlb: node {node} pool page {pfn:#x} is not a 512-aligned block of RAM")
+            zids = ft.pb_zone_np()[pfn >> PAGEBLOCK_ORDER]
+            z = next((q for q in machine.zones if q.zid == int(zids)), None)
+            if z is None or z.node_id != node or not z.start_pfn <= pfn < pfn + nr <= z.end_pfn:
+                _fail(f"hugetlb: pool page {pfn:#x} listed on node {node} lies in "
+                      f"{_where(z) if z is not None else 'no zone'}")
+        heads.append(h)
+    if pool.free > pool.nr or pool.nr != sum(pool.nr_node):
+        _fail(f"hugetlb: {pool.free} free of {pool.nr} pool pages (nodes {pool.nr_node})")
+    h = _cat(heads)
+    if np.unique(h).size != h.size:
+        _fail("hugetlb: a pool page is listed twice")
+    want = np.zeros(flags.size, dtype=bool)
+    for pfn in h.tolist():
+        want[pfn:pfn + nr] = True
+    typed = (flags & TYPE_MASK) == HUGETLB
+    if (typed != want).any():
+        pfn = _first(typed != want)
+        _fail(f"hugetlb: pfn {pfn:#x} is typed {PageType(int(flags[pfn] & TYPE_MASK)).name} but "
+              f"{'is' if want[pfn] else 'is not'} in a pool page")
+    extra = typed & (flags != HUGETLB)
+    if extra.any():
+        pfn = _first(extra)
+        _fail(f"hugetlb: pool frame {pfn:#x} carries flag bits {int(flags[pfn]):#06x} "
+              f"(LRU, dirty, ... : expected none)")
+    mapped = typed & ((ft.mapcount_np() != 0) | (ft.rmap_np() != 0))
+    if mapped.any():
+        _fail(f"hugetlb: pool frame {_first(mapped):#x} has a mapcount or an rmap owner")
+
+
 # ---------------------------------------------------------------------------
 # virtual memory: page tables, mappings, page cache, gauges, commit
 # ---------------------------------------------------------------------------
@@ -589,6 +641,7 @@ def _check_vmm(machine, flags: np.ndarray) -> None:
     _check_page_cache(machine, flags, spaces)
     _check_swap(machine, flags, _cat(swap_keys), _cat(dirty_pfns))
     _check_lru(machine, flags)
+    _check_thp(machine, flags, spaces)
     _check_vmm_gauges(machine, flags)
     _check_commit(machine, spaces)
     _check_limits(machine, spaces)
@@ -652,7 +705,7 @@ def _walk_page_tables(machine, flags: np.ndarray, spaces) -> list:
     leaves = []
     for p, mm in spaces:
         mine, count = [], 0
-        todo = [(mm.pgd, 0, 0)]
+        todo = [(mm.pgd, 0, 0)] + [(dep, 3, region << 21) for region, dep in mm.thp.items()]
         while todo:
             pfn, level, va = todo.pop()
             where = f"{_who(p)}: {P.LEVEL_NAMES[level]} table at pfn {pfn:#x} (va {va:#x})"
@@ -673,10 +726,20 @@ def _walk_page_tables(machine, flags: np.ndarray, spaces) -> list:
                 _fail(f"{where} has {len(t)} entries, expected {P.ENTRIES}")
             count += 1
             if level == 3:
-                mine.append((pfn, va))
+                if (va >> 21) in mm.thp and mm.thp[va >> 21] == pfn:
+                    if np.frombuffer(t, dtype=U64).any():
+                        _fail(f"{where}: the table deposited for a huge page has entries")
+                    continue
+                mine.append((t, va))
                 continue
             ents = np.frombuffer(t, dtype=U64)
             nz = np.flatnonzero(ents)
+            if level == 2:
+                huge = nz[(ents[nz] & U64(P.PSE | P.P)) == U64(P.PSE | P.P)]
+                for i in huge.tolist():
+                    _check_huge_pmd(machine, flags, p, mm, va | (i << 21), int(ents[i]))
+                    mine.append((machine.vmm.huge_entries(int(ents[i])), va | (i << 21)))
+                nz = nz[(ents[nz] & U64(P.PSE)) == 0]
             bad = (ents[nz] & U64(~P.PFN_MASK & P.MASK64)) != U64(P.PAGE_TABLE)
             if bad.any():
                 i = int(nz[_first(bad)])
@@ -703,11 +766,75 @@ def _walk_page_tables(machine, flags: np.ndarray, spaces) -> list:
     return leaves
 
 
+def _check_huge_pmd(machine, flags: np.ndarray, p, mm, va: int, e: int) -> None:
+    """A PMD entry mapping a THP: recorded in mm.thp with its deposited table, inside one
+    private anonymous VMA, 512 aligned ANON frames of one zone marked head and tails."""
+    where = f"{_who(p)}: huge PMD for va {va:#x} ({e:#018x})"
+    if (va >> 21) not in mm.thp:
+        _fail(f"{where} has no deposited table in mm.thp")
+    vma = mm.find(va)
+    if vma is None or vma.file is not None or vma.shared or vma.end < va + (2 << 20) \
+            or vma.start > va:
+        _fail(f"{where} is not inside one private anonymous VMA ({vma!r})")
+    head = (e & P.PFN_MASK) >> 12
+    if head % 512 or head + 512 > flags.size:
+        _fail(f"{where}: head pfn {head:#x} is not a 512-aligned block of frames")
+    f = flags[head:head + 512]
+    if ((f & TYPE_MASK) != ANON).any():
+        _fail(f"{where}: frame {head + _first((f & TYPE_MASK) != ANON):#x} is not ANON")
+    if f[0] & ORDER_MASK != THP_HEAD or ((f[1:] & ORDER_MASK) != THP_TAIL).any():
+        _fail(f"{where}: its frames are not marked THP head then 511 tails")
+    zones = np.frombuffer(machine.ft.pb_zone, dtype=np.uint8)[head >> 9]
+    if machine.ft.pb_zone[(head + 511) >> 9] != zones:
+        _fail(f"{where}: the block spans two zones")
+
+
+def _check_thp(machine, flags: np.ndarray, spaces) -> None:
+    """Every THP mark belongs to a PMD-mapped huge page; mm.thp names exactly the huge PMDs;
+    the nr_anon_transparent_hugepages gauges count them."""
+    marked = ((flags & TYPE_MASK) == ANON) & ((flags & ORDER_MASK) != 0)
+    heads = set(np.flatnonzero(marked & ((flags & ORDER_MASK) == THP_HEAD)).tolist())
+    per_zone = [0] * len(machine.vmm.gauges)
+    found = set()
+    for p, mm in spaces:
+        for region in mm.thp:
+            t = _table_of_pmd(machine, mm, region << 21)
+            e = t[region & 511] if t is not None else 0
+            if not e & P.PSE:
+                _fail(f"{_who(p)}: mm.thp lists va {region << 21:#x}, mapped by no huge PMD")
+            head = (e & P.PFN_MASK) >> 12
+            found.add(head)
+            per_zone[machine.ft.pb_zone[head >> 9]] += 1
+    if heads != found:
+        _fail(f"THP heads marked in the frame table {sorted(heads)[:4]} differ from the huge "
+              f"PMDs' {sorted(found)[:4]}")
+    if int(marked.sum()) != 512 * len(found):
+        _fail(f"{int(marked.sum())} frames carry THP marks, {len(found)} huge pages hold "
+              f"{512 * len(found)}")
+    for zid, n in enumerate(per_zone):
+        if machine.vmm.gauges[zid][PageStat.ANON_THPS] != n:
+            _fail(f"zone {zid}: nr_anon_transparent_hugepages says "
+                  f"{machine.vmm.gauges[zid][PageStat.ANON_THPS]}, {n} huge PMDs map its frames")
+
+
+def _table_of_pmd(machine, mm, va: int):
+    """The PMD table covering va, walked from the PGD (or None)."""
+    tables = machine.vmm.tables
+    t = tables[mm.pgd]
+    for shift in (39, 30):
+        e = t[(va >> shift) & 511]
+        if not e & P.P:
+            return None
+        t = tables[(e & P.PFN_MASK) >> 12]
+    return t
+
+
 def _entries(machine, tables) -> tuple[np.ndarray, np.ndarray]:
-    """(vas, entries) of the non-none entries of the given PTE tables."""
+    """(vas, entries) of the non-none entries of the given PTE tables (a huge PMD's as the
+    512 PTEs it stands for)."""
     vas, ents = [], []
-    for pfn, base in tables:
-        e = np.frombuffer(machine.vmm.tables[pfn], dtype=U64)
+    for t, base in tables:
+        e = np.frombuffer(t, dtype=U64)
         nz = np.flatnonzero(e)
         if nz.size:
             vas.append(base + nz.astype(np.int64) * PAGE)

@@ -34,6 +34,7 @@ from .pmm import watermarks
 from .pmm.allocator import PhysicalAllocator
 from .pmm.boot import boot
 from .pmm.frames import KOWNER_BALLOON, KOWNER_ZSWAP, TYPE_MASK, MigrateType, PageType
+from .pmm.hugetlb import HPAGE_KB, MAX_COUNT as HUGETLB_MAX, HugetlbPool
 from .pmm.zone import ZONE_MOVABLE, ZONE_NAMES, ZONE_NORMAL, Zone
 from .stats import VmEvent, event_counters
 from .vmm.pte import MAX_SWAPFILES as P_MAX_SWAPFILES
@@ -49,6 +50,7 @@ from .trace import TraceLog
 from .units import PAGE_SHIFT, PAGE_SIZE, fmt_size, is_power_of_two, runs_of
 from .vmm import views as vmm_views
 from .vmm.tasks import Tasks
+from .vmm.thp import THP_MODES
 from .vmm.vmm import Vmm
 
 
@@ -103,6 +105,7 @@ class Machine:
         self.memfail = MemoryFailure(self)
         self.balloon = Balloon(self)
         self.compactor = Compactor(self)
+        self.hugetlb = HugetlbPool(self)
         self.vmm.kowners[KOWNER_BALLOON] = self.balloon
         self._ticker: Ticker | None = None
         views.log_boot(self)
@@ -169,7 +172,8 @@ class Machine:
     def commit_limit(self) -> int:
         s = self.sysctl
         return commit_limit_pages(self.total_ram_pages(), self.total_swap_pages(),
-                                  s["overcommit_ratio"], s["overcommit_kbytes"])
+                                  s["overcommit_ratio"], s["overcommit_kbytes"],
+                                  self.hugetlb.total_pages())
 
     def _commit_allowed(self, pages: int, mm) -> bool:
         s = self.sysctl
@@ -288,7 +292,8 @@ class Machine:
             s = self.sysctl
             if s["overcommit_memory"] == 2:
                 limit = commit_limit_pages(self.total_ram_pages(), self.total_swap_pages() - a.nr_slots,
-                                           s["overcommit_ratio"], s["overcommit_kbytes"])
+                                           s["overcommit_ratio"], s["overcommit_kbytes"],
+                                           self.hugetlb.total_pages())
                 if self.vmm.committed > limit:
                     raise OutOfMemory(f"swapoff: without {name} the commit limit would be {limit} "
                                       f"pages, below Committed_AS ({self.vmm.committed}); nothing "
@@ -709,11 +714,77 @@ class Machine:
                                                 f"({pages * PAGE_SIZE // 1024} kB), actual "
                                                 f"{self.balloon.actual}")
 
+    def thp_enabled(self) -> str:
+        return self.vmm.thp_mode
+
+    def thp_set_enabled(self, mode: str) -> None:
+        """kernel/mm/transparent_hugepage/enabled: always, madvise or never. Huge pages
+        already mapped stay; the mode decides new faults."""
+        if mode not in THP_MODES:
+            raise InvalidArgument(f"transparent_hugepage/enabled: {mode!r} is not one of "
+                                  f"{', '.join(THP_MODES)}")
+        with self.mu:
+            self.vmm.thp_mode = mode
+
     def balloon_view(self) -> dict:
         with self.mu:
             b = self.balloon
             return {"target": b.target, "actual": b.actual, "stats": b.stats(),
                     "reported": b.reported}
+
+    # ------------------------------------------------------------------
+    # the hugetlb pool (sys/vm/nr_hugepages, kernel/mm/hugepages, nodeN/hugepages)
+    # ------------------------------------------------------------------
+
+    def _hugetlb_count(self, nr, what: str) -> int:
+        if isinstance(nr, bool) or not isinstance(nr, int):
+            raise InvalidArgument(f"{what}: {nr!r} is not a whole number of {HPAGE_KB} kB pages")
+        if not 0 <= nr <= HUGETLB_MAX:
+            raise InvalidArgument(f"{what}: {nr} is not a page count from 0 to {HUGETLB_MAX}")
+        return nr
+
+    def hugetlb_set(self, nr: int, node: int | None = None) -> int:
+        """nr_hugepages := nr (the machine's pool, or node's share of it with node): the
+        pool grows as far as memory allows (no error if it falls short; kmsg says so) or
+        shrinks. Returns the resulting count (the node's, with node)."""
+        what = "nr_hugepages" if node is None else f"node{node} nr_hugepages"
+        self._hugetlb_count(nr, what)
+        if node is not None and (isinstance(node, bool) or not isinstance(node, int)
+                                 or node not in range(len(self.node_zones))):
+            raise InvalidArgument(f"{what}: the machine has nodes 0-{len(self.node_zones) - 1}")
+        with self.mu:
+            pool = self.hugetlb
+            before = pool.nr_on(node)
+            added, freed = pool.set_count(nr, node)
+            now = pool.nr_on(node)
+            if added or freed:
+                self.kmsg.log(self.clock.uptime_us,
+                              f"HugeTLB: {what} {before} -> {now} ({added} allocated, "
+                              f"{freed} freed; pool {pool.nr} pages, "
+                              f"{pool.total_pages() * 4} kB)")
+            if now < nr:
+                where = "" if node is None else f" node{node}"
+                self.kmsg.log(self.clock.uptime_us,
+                              f"HugeTLB: allocating {nr} of page size {HPAGE_KB // 1024}.00 MiB "
+                              f"failed{where}.  Only allocated {now} hugepages.")
+            self.publish_trace()
+            return now
+
+    def hugetlb_set_overcommit(self, nr: int) -> None:
+        """nr_overcommit_hugepages: kept and shown (no surplus page is ever allocated)."""
+        self._hugetlb_count(nr, "nr_overcommit_hugepages")
+        with self.mu:
+            self.hugetlb.overcommit = nr
+            self.kmsg.log(self.clock.uptime_us, f"HugeTLB: nr_overcommit_hugepages = {nr}")
+
+    def hugetlb_view(self) -> dict:
+        """The default hstate's counts: machine-wide, and per node under "nodes"."""
+        with self.mu:
+            pool = self.hugetlb
+            return {"page_kb": HPAGE_KB, "nr": pool.nr, "free": pool.free, "resv": 0,
+                    "surplus": 0, "overcommit": pool.overcommit,
+                    "nodes": [{"nr": pool.nr_on(n), "free": pool.free_on(n), "surplus": 0}
+                              for n in range(len(self.node_zones))]}
 
     def hotplug_view(self) -> dict:
         with self.mu:

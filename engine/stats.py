@@ -43,6 +43,7 @@ class PageStat(IntEnum):
     WS_ACTIVATE_FILE = 14
     VMSCAN_WRITE = 15     # nr_vmscan_write: pages reclaim wrote out (events)
     WRITTEN = 16          # nr_written: pages written back (events)
+    ANON_THPS = 17        # nr_anon_transparent_hugepages: PMD-mapped anonymous huge pages
 
 
 def page_gauges() -> array:

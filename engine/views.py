@@ -13,7 +13,8 @@ import numpy as np
 
 from .commit import commit_limit_pages
 from .pmm import watermarks
-from .pmm.frames import NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER
+from .pmm.frames import HPAGE_PMD_NR, NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER
+from .pmm.hugetlb import HPAGE_KB
 from .pmm.zone import NR_ZONES, ZONE_NAMES, Zone
 from .stats import NUMA_EVENT_NAMES, VM_EVENT_NAMES, PageStat, ZoneStat
 from .units import GiB, KiB, MiB, PAGE_SHIFT, PAGE_SIZE
@@ -120,11 +121,14 @@ def meminfo(m, node: int | None) -> MemInfo:
         active_file=g[PageStat.ACTIVE_FILE], inactive_file=g[PageStat.INACTIVE_FILE],
         swap_total=swap_total, swap_free=swap_free, dirty=g[PageStat.FILE_DIRTY],
         anon_pages=g[PageStat.ANON], mapped=g[PageStat.FILE_MAPPED], shmem=g[PageStat.SHMEM],
-        page_tables=g[PageStat.PAGETABLE],
-        commit_limit=commit_limit_pages(total, swap_total, s["overcommit_ratio"], s["overcommit_kbytes"]),
+        page_tables=g[PageStat.PAGETABLE], anon_huge=g[PageStat.ANON_THPS] * HPAGE_PMD_NR,
+        commit_limit=commit_limit_pages(total, swap_total, s["overcommit_ratio"], s["overcommit_kbytes"],
+                                        m.hugetlb.total_pages(node)),
         committed_as=m.vmm.committed,
         hardware_corrupted=len(m.poisoned) if node is None else 0,
         balloon=m.balloon.pages_on(node),
+        hugepages_total=m.hugetlb.nr_on(node), hugepages_free=m.hugetlb.free_on(node),
+        hugepage_size_kb=HPAGE_KB, hugetlb_kb=m.hugetlb.nr_on(node) * HPAGE_KB,
         directmap_4k_kb=dm4k, directmap_2m_kb=dm2m, directmap_1g_kb=dm1g)
 
 
@@ -225,7 +229,8 @@ NODE_PAGE_GAUGES = {"nr_inactive_anon": PageStat.INACTIVE_ANON, "nr_active_anon"
                     "workingset_refault_file": PageStat.WS_REFAULT_FILE,
                     "workingset_activate_anon": PageStat.WS_ACTIVATE_ANON,
                     "workingset_activate_file": PageStat.WS_ACTIVATE_FILE,
-                    "nr_vmscan_write": PageStat.VMSCAN_WRITE, "nr_written": PageStat.WRITTEN}
+                    "nr_vmscan_write": PageStat.VMSCAN_WRITE, "nr_written": PageStat.WRITTEN,
+                    "nr_anon_transparent_hugepages": PageStat.ANON_THPS}
 
 
 def zone_counters(m, z: Zone) -> list[tuple[str, int]]:
@@ -265,7 +270,8 @@ def zone_view(m, z: Zone) -> ZoneView:
 def node_counters(m, node: int | None) -> list[tuple[str, int]]:
     """The per-node gauges (zoneinfo's "per-node stats", node vmstat), summed if node is None."""
     g = page_stats(m, _node_zones(m, node))
-    extra = {"nr_balloon_pages": m.balloon.pages_on(node)}
+    extra = {"nr_balloon_pages": m.balloon.pages_on(node),
+             "nr_hugetlb": m.hugetlb.total_pages(node)}
     return [(name, g[NODE_PAGE_GAUGES[name]] if name in NODE_PAGE_GAUGES else extra.get(name, 0))
             for name in NODE_GAUGES]
 

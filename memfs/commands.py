@@ -435,9 +435,11 @@ PROC_VERBS = {v.name: v for v in (
     Verb("mprotect", _mprotect, "ADDR LEN PROT",
          "change the protection of a mapped range (r, rw, rx, rwx, none)",
          "mprotect 0x7ffff5fff000 64K r", args=(ADDR, SIZE, PROT)),
-    Verb("madvise", _madvise, "ADDR LEN dontneed|free",
+    Verb("madvise", _madvise, "ADDR LEN dontneed|free|hugepage|nohugepage",
          "dontneed: drop the range's pages now (anonymous memory reads zero again); free: "
-         "private anonymous pages become lazily freeable (LazyFree in smaps) until written",
+         "private anonymous pages become lazily freeable (LazyFree in smaps) until written; "
+         "hugepage: faults may map 2 MiB transparent huge pages there (when "
+         "kernel/mm/transparent_hugepage/enabled is madvise or always); nohugepage: never",
          "madvise 0x7ffff3fff000 1M dontneed", args=(ADDR, SIZE, STR)),
     Verb("munmap", _munmap, "ADDR LEN",
          "unmap a range (part of a mapping splits it); its private frames go back to the "

@@ -16,8 +16,10 @@ from .proc import memfs_files
 from .proc import heap as proc_heap
 from .proc import pid as proc_pid
 from .sysfs import balloon as sysfs_balloon
+from .sysfs import hugepages as sysfs_hugepages
 from .sysfs import memory as sysfs_memory
 from .sysfs import node as sysfs_node
+from .sysfs import thp as sysfs_thp
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,38 @@ def _sysctl_dir(machine) -> dict:
         if t.write_only:                    # an action (drop_caches): 0200, EACCES on read
             return File(0o200, store=store, help=t.help)
         return File(0o644, show=lambda m, n=name: m.sysctl_read(n), store=store, help=t.help)
-    return {name: knob(name) for name in sorted(machine.tunables)}
+    H = sysfs_hugepages
+    knobs = {name: knob(name) for name in sorted(machine.tunables)}
+    knobs["nr_hugepages"] = File(0o644, show=H.show_nr, store=H.store_nr,
+                                 help="2 MiB hugetlb pool pages: write a count, the pool grows "
+                                      "(nodes in turn, as far as memory allows) or shrinks")
+    knobs["nr_overcommit_hugepages"] = File(0o644, show=H.show_overcommit,
+                                            store=H.store_overcommit,
+                                            help="surplus huge pages allowed (kept; none is "
+                                                 "ever allocated)")
+    return dict(sorted(knobs.items()))
+
+
+def _hstate_dir(node: int | None = None) -> Dir:
+    """hugepages-2048kB: the machine's (kernel/mm/hugepages) or a node's counts."""
+    H = sysfs_hugepages
+    where = "the machine's" if node is None else "the node's"
+    files = {
+        "nr_hugepages": File(0o644, show=lambda m: H.show_nr(m, node),
+                             store=lambda m, t: H.store_nr(m, t, node),
+                             help=f"{where} pool pages; write a count (short of memory the pool "
+                                  f"stops where it can: read it back)"),
+        "free_hugepages": _ro(lambda m: H.show_free(m, node), f"{where} pool pages not in use"),
+        "surplus_hugepages": _ro(lambda m: H.show_surplus(m, node),
+                                 "pages allocated beyond the pool (overcommit)"),
+    }
+    if node is None:
+        files["resv_hugepages"] = _ro(H.show_resv, "pool pages promised to mappings, not yet "
+                                                   "faulted in")
+        files["nr_overcommit_hugepages"] = File(0o644, show=H.show_overcommit,
+                                                store=H.store_overcommit,
+                                                help="surplus huge pages allowed")
+    return Dir(files, help="the 2 MiB huge page pool (default hstate)")
 
 
 def _node_dir(node: int) -> Dir:
@@ -108,6 +141,8 @@ def _node_dir(node: int) -> Dir:
         "vmstat": _ro(lambda m: sysfs_node.show_node_vmstat(m, node),
                       "the node's zone and node counters"),
         "cpulist": _ro(lambda m: sysfs_node.show_node_cpulist(m, node), "the node's CPUs"),
+        "hugepages": Dir({sysfs_hugepages.HSTATE_DIR: _hstate_dir(node)},
+                         help="the node's share of the hugetlb pool"),
     }
     return Dir(entries, help="one NUMA node; memoryN links to its memory blocks")
 
@@ -297,6 +332,18 @@ def build_root() -> Dir:
         "by-name": Dir(find=_find_by_name, names=_by_name_names,
                        help="by-name/NAME links to the folder of the oldest process called NAME"),
         "sys": Dir({"vm": Dir(_sysctl_dir, help="tunables, as /proc/sys/vm")}),
+        "kernel": Dir({"mm": Dir({
+            "hugepages": Dir({sysfs_hugepages.HSTATE_DIR: _hstate_dir()},
+                             help="the hugetlb pool, as /sys/kernel/mm/hugepages"),
+            "transparent_hugepage": Dir({
+                "enabled": File(0o644, show=sysfs_thp.show_enabled, store=sysfs_thp.store_enabled,
+                                help="anonymous THP: always, madvise (only where madvise "
+                                     "hugepage was given) or never; [the mode in force]"),
+                "hpage_pmd_size": _ro(sysfs_thp.show_hpage_pmd_size,
+                                      "bytes one PMD entry maps (2 MiB)"),
+            }, help="transparent huge pages, as /sys/kernel/mm/transparent_hugepage")},
+            help="memory-management knobs, as /sys/kernel/mm")},
+            help="as /sys/kernel"),
         "devices": Dir({"system": Dir({
             "node": Dir(_nodes, help="NUMA nodes, as /sys/devices/system/node"),
             "memory": _memory_dir()}),

@@ -55,7 +55,8 @@ AUTO_ONLINE = ("offline", "online", "online_kernel", "online_movable")
 MAX_HOTPLUG_ADDR = 64 * GiB
 UNMOVABLE_WHY = {int(PageType.RESERVED): "reserved by the kernel at boot",
                  int(PageType.PAGETABLE): "a page table",
-                 int(PageType.KERNEL): "an unmovable kernel allocation"}
+                 int(PageType.KERNEL): "an unmovable kernel allocation",
+                 int(PageType.HUGETLB): "a hugetlb pool page (shrink nr_hugepages first)"}
 
 
 @dataclass

@@ -23,6 +23,8 @@ from ..errors import bug_on
 FREE = int(PageType.FREE)
 NOT_ALLOCATED = frozenset(int(t) for t in (PageType.FREE, PageType.NOPAGE, PageType.RESERVED,
                                              PageType.OFFLINE, PageType.HWPOISON))
+# free_page takes none of these: a hugetlb pool frame goes back only with its whole block.
+NOT_SINGLE = NOT_ALLOCATED | {int(PageType.HUGETLB)}
 SCAN_CHUNK = 1 << 20            # frames per vectorised window of the contiguous scan
 
 
@@ -133,8 +135,8 @@ class PhysicalAllocator:
     def free_page(self, pfn: int, *, cpu: int) -> None:
         """Give one in-use frame back (to the CPU's free-page stack of its zone)."""
         ft = self.ft
-        bug_on(ft.flags[pfn] & TYPE_MASK in NOT_ALLOCATED,
-               "free_page", f"pfn {pfn:#x} is not an allocated frame")
+        bug_on(ft.flags[pfn] & TYPE_MASK in NOT_SINGLE,
+               "free_page", f"pfn {pfn:#x} is not an allocated frame (or is a hugetlb frame)")
         ft.content[pfn] = POISON
         ft.mapcount[pfn] = 0
         ft.rmap[pfn] = 0
@@ -142,6 +144,52 @@ class PhysicalAllocator:
         z.pcp_free(cpu, pfn)
         z.free_pages += 1
         self.events[VmEvent.PGFREE] += 1
+
+    # ------------------------------------------------------------------
+    # blocks of 2^order frames (huge pages)
+    # ------------------------------------------------------------------
+
+    def try_alloc_block(self, order: int, *, node: int, cpu: int, highest: int = ZONE_NORMAL,
+                        mt: int = MigrateType.MOVABLE, ptype: PageType = PageType.ANON,
+                        zones: tuple[Zone, ...] | None = None) -> int | None:
+        """The head pfn of 2^order free, naturally aligned frames off a zone's buddy lists
+        (get_page_from_freelist with order > 0), each typed ptype and zeroed; None when no
+        allowed zone has such a block above its low watermark. Never reclaims."""
+        zonelist = zones if zones is not None else self.zonelist(node, highest)
+        nr = 1 << order
+        for z in zonelist:
+            if not self.watermark_ok(z, nr, z.wmark_low, highest) or not z.has_free_block(order):
+                continue
+            pfn = z.rmqueue(order, mt)
+            if pfn is None:
+                continue
+            z.free_pages -= nr
+            self._count_numa(z, zonelist[0], cpu, 1)
+            z.stats[ZoneStat.PGALLOC] += nr - 1
+            ft = self.ft
+            ft.flags_np()[pfn:pfn + nr] = int(ptype)
+            ft.content_np()[pfn:pfn + nr] = 0
+            ft.mapcount_np()[pfn:pfn + nr] = 0
+            ft.rmap_np()[pfn:pfn + nr] = 0
+            return pfn
+        return None
+
+    def free_block(self, pfn: int, order: int) -> None:
+        """Give back a block try_alloc_block handed out (every frame of it unmapped and off
+        every list): straight to the buddy lists, merged with its free buddies."""
+        ft = self.ft
+        nr = 1 << order
+        flags = ft.flags_np()[pfn:pfn + nr]
+        bug_on(bool(np.isin(flags & TYPE_MASK, list(NOT_ALLOCATED)).any()),
+               "free_block", f"block {pfn:#x}+{nr} holds a frame that is not allocated")
+        ft.flags_np()[pfn:pfn + nr] = FREE
+        ft.content_np()[pfn:pfn + nr] = POISON
+        ft.mapcount_np()[pfn:pfn + nr] = 0
+        ft.rmap_np()[pfn:pfn + nr] = 0
+        z = self.zone_of(pfn)
+        z.free_block(pfn, order)
+        z.free_pages += nr
+        self.events[VmEvent.PGFREE] += nr
 
     def available_pages(self, zonelist: tuple[Zone, ...], highest: int) -> int:
         """Frames the zonelist can give before every zone hits its min watermark."""

@@ -6,7 +6,9 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
 + rmap 8 + swp 4 + LRU links 8 = 32, half the 64 of Linux's struct page.
 
     flags[pfn]    u16   bits 0-3  PageType (what the frame is)
-                        bits 4-7  buddy order, meaningful only with BUDDY
+                        bits 4-7  buddy order with BUDDY; on the frames of an anonymous
+                                  transparent huge page mapped by a PMD: 9 on its head
+                                  (THP_HEAD), 15 on each of its 511 tails (THP_TAIL)
                         bit  8    BUDDY: head of a free block on a buddy free list
                         bit  9    PCP: a free frame sitting on a per-cpu free-page stack
                         bit  10   DIRTY: a page-cache frame newer than its file (PG_dirty)
@@ -36,6 +38,10 @@ one Python object per frame. Bytes per frame: flags 2 + content 8 + mapcount 2
                         frame whose kernel user can move it (zswap's pool, the
                         balloon): owner = that user's KOWNER number, index = the
                         frame's place in its table. 0 otherwise (an unmovable frame).
+
+A hugetlb pool page (PageType HUGETLB) is 512 frames of one naturally aligned
+order-9 block, every frame typed HUGETLB with mapcount 0, rmap 0 and no other
+flag bit; its head is the 512-aligned frame (pmm/hugetlb.py keeps the heads).
 
 Per-pageblock columns (one entry per 512 frames) live here too:
     pb_zone[pb]   u8    global zone id of the pageblock (node * NR_ZONES + zone index)
@@ -67,6 +73,10 @@ LRU = 0x1000
 ACTIVE = 0x2000
 REFERENCED = 0x4000
 SWAPCACHE = 0x8000
+THP_HEAD = 9 << ORDER_SHIFT        # order bits of an in-use frame: head of a PMD-mapped THP
+THP_TAIL = 15 << ORDER_SHIFT       # ... one of its tails
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 
 
 class PageType(IntEnum):
@@ -81,6 +91,8 @@ class PageType(IntEnum):
     OFFLINE = 8     # RAM of a memory block that is offline (hot-added or offlined): no zone's
     BALLOON = 9     # taken by the balloon driver and given to the host (PG_offline)
     HWPOISON = 10   # a frame found faulty (hard_offline_page): never handed out again
+    HUGETLB = 11    # a frame of a hugetlb pool page (pmm/hugetlb.py): an order-9 block,
+                    # allocated (not free), unmapped, on no LRU list, never migrated
 
 
 class MigrateType(IntEnum):

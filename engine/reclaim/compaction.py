@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pmm.frames import (NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_PAGES, PCP,
+from ..pmm.frames import (ORDER_MASK, THP_HEAD, NR_MIGRATE, NR_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_PAGES, PCP,
                           TYPE_MASK, MigrateType, PageType)
 from ..stats import VmEvent
 from ..sysctl import Tunable
@@ -91,6 +91,9 @@ class Compactor:
                 mig += 1
                 continue
             s = mig << PAGEBLOCK_ORDER
+            if flags[s] & ORDER_MASK == THP_HEAD and flags[s] & TYPE_MASK == PageType.ANON:
+                mig += 1                             # a THP fills the block: nothing to gain
+                continue
             scanned_m += PAGEBLOCK_PAGES
             types = flags[s:s + PAGEBLOCK_PAGES] & TYPE_MASK
             for old in (np.flatnonzero(np.isin(types, MOVABLE_TYPES)) + s).tolist():

@@ -47,9 +47,7 @@ class OomKiller:
         best, best_points = None, None
         for pid in sorted(self.m.tasks.procs):
             p = self.m.tasks.procs[pid]
-            pol = p.mempolicy
-            if nodemask is not None and pol is not None and pol.mode == "bind" \
-                    and not set(pol.nodes) & set(nodemask):
+            if not self.eligible(p, nodemask):
                 continue
             points = badness(p, total)
             if points is None:
@@ -57,6 +55,14 @@ class OomKiller:
             if best is None or points > best_points:
                 best, best_points = p, points
         return best
+
+    @staticmethod
+    def eligible(p, nodemask: tuple | None) -> bool:
+        """May killing p help an OOM limited to nodemask (oom_cpuset_eligible)? Not if p is
+        bound to other nodes only."""
+        pol = p.mempolicy
+        return nodemask is None or pol is None or pol.mode != "bind" \
+            or bool(set(pol.nodes) & set(nodemask))
 
     def report(self, trigger, victim, nodemask: tuple | None = None) -> list[str]:
         """The lines dump_header and oom_kill_process log, victim last."""
@@ -75,7 +81,7 @@ class OomKiller:
                      "pgtables_bytes swapents oom_score_adj name")
         for pid in sorted(self.m.tasks.procs):
             p = self.m.tasks.procs[pid]
-            if p.kthread or p.mm is None:
+            if p.kthread or p.mm is None or not self.eligible(p, nodemask):
                 continue
             mm = p.mm
             lines.append(f"[{p.pid:7d}] {p.uid:5d} {p.pid:5d} {mm.total_vm():8d} {mm.rss:8d} "
@@ -84,7 +90,8 @@ class OomKiller:
                          f"{p.oom_score_adj:5d} {p.comm}")
         constraint = "CONSTRAINT_NONE" if nodemask is None else "CONSTRAINT_MEMORY_POLICY"
         mask = "(null)" if nodemask is None else range_list(nodemask)
-        mems = range_list(range(len(self.m.node_zones)))
+        mems = range_list(n for n, zones in enumerate(self.m.node_zones)
+                          if any(z.managed_pages for z in zones))
         lines.append(f"oom-kill:constraint={constraint},nodemask={mask},cpuset=/,"
                      f"mems_allowed={mems},global_oom,task_memcg=/,task={victim.comm},"
                      f"pid={victim.pid},uid={victim.uid}")

@@ -131,7 +131,11 @@ class Reclaimer:
             if pfn is not None:
                 return pfn
         oom = self.m.oom
-        nodemask = tuple(sorted(nodes)) if zones is not None else None
+        # CONSTRAINT_MEMORY_POLICY only when the policy leaves out a node with memory
+        # (constrained_alloc); binding to all of them is a global OOM.
+        with_memory = {z.node_id for z in pmm.zones if z.managed_pages}
+        nodemask = tuple(sorted(nodes)) if zones is not None and with_memory - set(nodes) \
+            else None
         for _ in range(len(self.m.tasks.procs) + 1):
             victim = oom.choose(nodemask)
             if victim is None:

@@ -9,10 +9,12 @@ allocation starts from and which nodes it may fall back to:
     bind NODES   only NODES: the nearest of them to the process's node first;
                  when they are all short, reclaim and the OOM killer act on
                  those nodes alone (CONSTRAINT_MEMORY_POLICY)
-    interleave   one page per node of NODES in turn (a per-process counter, as
-       NODES     for a task policy); a node that is short falls back by
-                 distance, and interleave_hit counts the pages that landed
-                 where the turn said
+    interleave   one page per node of NODES in turn: an anonymous page (and a
+       NODES     huge page) by its place in the mapping (page offset modulo
+                 the nodes, as get_vma_policy's interleave index), anything
+                 else (page cache, page tables) by a per-process counter; a
+                 node that is short falls back by distance, and interleave_hit
+                 counts the pages that landed where the turn said
 
 Every user allocation of the process follows it: its anonymous and page-cache
 pages, its page tables, swap-ins and their readahead.

@@ -85,8 +85,9 @@ class MigrateMixin:
         """Move the page in frame old to frame new (allocated with old's type, off every
         list). old keeps its type and nothing else: the caller disposes of it."""
         ft = self.ft
+        ptype = ft.flags[old] & TYPE_MASK
+        maps = self.mappings(old) if ptype in USER else ()    # (a THP is split here)
         f = ft.flags[old]
-        ptype = f & TYPE_MASK
         word = ft.rmap[old]
         ft.content[new] = ft.content[old]
         ft.rmap[new] = word
@@ -96,7 +97,6 @@ class MigrateMixin:
             self.kowners[word >> RMAP_INDEX_BITS].migrate_frame(old, new, word & RMAP_INDEX_MASK)
             self.events[VmEvent.PGMIGRATE_SUCCESS] += 1
             return
-        maps = self.mappings(old)
         g_old = self.gauges[ft.pb_zone[old >> 9]]
         g_new = self.gauges[ft.pb_zone[new >> 9]]
         for stat in self._state_gauges(old):

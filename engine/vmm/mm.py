@@ -59,6 +59,9 @@ class AddressSpace:
         self.start_stack = 0
         self.committed = 0                    # pages this mm has charged to Committed_AS
         self.limit = None                     # a resident-set limit (reclaim/limit.py), or None
+        # va >> 21 -> the PTE table deposited for the transparent huge page that a PMD entry
+        # maps there (pgtable_trans_huge_deposit): splitting the PMD never allocates.
+        self.thp: dict[int, int] = {}
 
     # ------------------------------------------------------------------
     # lookup

@@ -40,6 +40,7 @@ PCD = 1 << 4
 ACCESSED = 1 << 5
 DIRTY = 1 << 6
 PAT = 1 << 7
+PSE = PAT                  # in a PMD (or PUD) entry: it maps a huge page itself
 GLOBAL = 1 << 8
 PROTNONE = GLOBAL          # with P clear
 SPECIAL = 1 << 9

@@ -255,7 +255,7 @@ class SwapInMixin:
                 if mm is None or not mm.swap_ents:
                     continue
                 for vma in mm.vmas:
-                    for t, base, lo, hi in self.leaf_tables(mm, vma.start, vma.end):
+                    for t, base, lo, hi in self.leaf_tables(mm, vma.start, vma.end, split=False):
                         view = np.frombuffer(t, dtype=U64)[lo:hi]
                         hit = (view != 0) & ((view & U64(P.P | P.PROTNONE)) == 0) & \
                             ((view >> U64(P.SWP_TYPE_SHIFT)) == U64(swp_type))

@@ -18,8 +18,8 @@ from .mm import PAGE
 from .process import Process
 from ..pmm.zone import NR_ZONES
 from ..pmm.frames import (ACTIVE as PG_ACTIVE, BUDDY, DIRTY as PG_DIRTY, LAZYFREE, LRU as PG_LRU,
-                          REFERENCED as PG_REFERENCED, SWAPCACHE as PG_SWAPCACHE, TYPE_MASK,
-                          PageType)
+                          ORDER_MASK, REFERENCED as PG_REFERENCED, SWAPCACHE as PG_SWAPCACHE,
+                          THP_HEAD, THP_TAIL, TYPE_MASK, PageType)
 
 PSS_SHIFT = 12
 U64 = np.uint64
@@ -43,6 +43,7 @@ class MemStats:
     lazyfree: int = 0
     swap: int = 0
     swap_pss: int = 0
+    anon_huge: int = 0          # mapped by PMD-level transparent huge pages
 
     def __add__(self, o: "MemStats") -> "MemStats":
         return MemStats(*(a + b for a, b in zip(self.astuple(), o.astuple())))
@@ -62,6 +63,7 @@ class VmaView:
     path: str                   # "" for plain anonymous memory
     vmflags: str                # "rd wr mr mw me ac sd "
     stats: MemStats | None = None
+    thp_eligible: bool = False  # smaps THPeligible
 
 
 @dataclass(frozen=True)
@@ -152,13 +154,14 @@ def vma_view(m, mm, v, stats: bool) -> VmaView:
     else:
         dev, ino, path = "fd:00", v.file.ino, v.file.path
     return VmaView(v.start, v.end, v.perms(), v.pgoff * PAGE if v.file else 0, dev, ino, path,
-                   v.vmflags(), vma_stats(m, mm, v) if stats else None)
+                   v.vmflags(), vma_stats(m, mm, v) if stats else None,
+                   mm.limit is None and m.vmm.thp_vma_ok(v))
 
 
 def _entries(m, mm, start: int, end: int):
     """(vas, entries) of the non-none entries in [start, end), as arrays."""
     vas, ents = [], []
-    for t, base, lo, hi in m.vmm.leaf_tables(mm, start, end):
+    for t, base, lo, hi in m.vmm.leaf_tables(mm, start, end, split=False):
         view = np.frombuffer(t, dtype=U64)[lo:hi]
         nz = np.flatnonzero(view)
         if nz.size:
@@ -209,7 +212,8 @@ def vma_stats(m, mm, v) -> MemStats:
         anonymous=int(anon.sum()) * size,
         lazyfree=int((anon & ((flags & LAZYFREE) != 0) & ~dirty).sum()) * size,
         swap=n_swap * size,
-        swap_pss=n_swap * (size << PSS_SHIFT))
+        swap_pss=n_swap * (size << PSS_SHIFT),
+        anon_huge=sum(v.start <= r << 21 < v.end for r in mm.thp) * (PAGE << 9))
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,8 @@ def pte_dump(m, p: Process) -> PteDump:
     mm = p.mm
     tables = []
     _collect_tables(m, mm.pgd, 0, 0, tables)
+    tables += [("PTE (deposited for the huge page)", region << 21, dep)
+               for region, dep in sorted(mm.thp.items())]
     rows = []
     for v in mm.vmas:
         vas, ents = _entries(m, mm, v.start, v.end)
@@ -320,6 +326,8 @@ def _collect_tables(m, pfn: int, level: int, va: int, out: list) -> None:
         return
     t = m.vmm.tables[pfn]
     for k in np.flatnonzero(np.frombuffer(t, dtype=U64)):
+        if t[int(k)] & P.PSE:
+            continue                          # a PMD mapping a huge page, not a table
         child_va = va | (int(k) << P.LEVEL_SHIFTS[level])
         _collect_tables(m, (t[int(k)] & P.PFN_MASK) >> 12, level + 1, child_va, out)
 
@@ -384,6 +392,8 @@ def kpagecount(m, first_pfn: int, count: int) -> bytes:
 
 KPF_REFERENCED, KPF_UPTODATE, KPF_DIRTY, KPF_LRU, KPF_ACTIVE = 2, 3, 4, 5, 6
 KPF_BUDDY, KPF_MMAP, KPF_ANON, KPF_SWAPCACHE, KPF_SWAPBACKED = 10, 11, 12, 13, 14
+KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL, KPF_THP = 15, 16, 22
+KPF_HUGE = 17
 KPF_HWPOISON, KPF_NOPAGE, KPF_ZERO_PAGE, KPF_OFFLINE, KPF_PGTABLE, KPF_RESERVED = (
     19, 20, 24, 23, 26, 32)
 
@@ -418,6 +428,16 @@ def kpageflags(m, first_pfn: int, count: int) -> bytes:
     bit((ptype == PageType.ANON) & ((flags & LAZYFREE) == 0), KPF_SWAPBACKED)
     bit(ptype == PageType.SHMEM, KPF_SWAPBACKED)
     bit((flags & PG_DIRTY) != 0, KPF_DIRTY)
+    thp = ((flags & ORDER_MASK) != 0) & (ptype == PageType.ANON)     # a PMD-mapped THP's frames
+    bit(thp, KPF_THP)
+    bit(thp & ((flags & ORDER_MASK) == THP_HEAD), KPF_COMPOUND_HEAD)
+    bit(thp & ((flags & ORDER_MASK) == THP_TAIL), KPF_COMPOUND_TAIL)
+    huge = ptype == PageType.HUGETLB          # a hugetlb pool page's frames; its head 512-aligned
+    if huge.any():
+        bit(huge, KPF_HUGE)
+        head = (np.arange(first_pfn, end) & 511) == 0
+        bit(huge & head, KPF_COMPOUND_HEAD)
+        bit(huge & ~head, KPF_COMPOUND_TAIL)
     zp = m.vmm.zero_pfn
     if first_pfn <= zp < end:
         out[zp - first_pfn] |= U64(1 << KPF_ZERO_PAGE)

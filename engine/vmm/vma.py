@@ -18,12 +18,14 @@ VM_GROWSDOWN = 0x100
 VM_ACCOUNT = 0x100000         # its pages are charged to Committed_AS
 VM_NORESERVE = 0x200000
 VM_SOFTDIRTY = 0x8000000
+VM_HUGEPAGE = 0x20000000      # madvise(MADV_HUGEPAGE)
+VM_NOHUGEPAGE = 0x40000000    # madvise(MADV_NOHUGEPAGE)
 
 # smaps VmFlags mnemonics for the flags memfs sets (fs/proc/task_mmu.c show_smap_vma_flags).
 VMFLAG_NAMES = ((VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"),
                 (VM_MAYREAD, "mr"), (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"),
                 (VM_GROWSDOWN, "gd"), (VM_ACCOUNT, "ac"), (VM_NORESERVE, "nr"),
-                (VM_SOFTDIRTY, "sd"))
+                (VM_SOFTDIRTY, "sd"), (VM_HUGEPAGE, "hg"), (VM_NOHUGEPAGE, "nh"))
 
 PROT_BITS = VM_READ | VM_WRITE | VM_EXEC
 

@@ -33,10 +33,12 @@ from .limits import LimitMixin
 from .migrate import MigrateMixin
 from .rmap import RmapMixin
 from .swapin import SwapInMixin
+from .thp import HPAGE_MASK, HugeMixin
 from .mm import (MMAP_MIN_ADDR, PAGE, STACK_GUARD_GAP, STACK_RLIMIT, TASK_SIZE, AddressSpace,
                  page_align)
 from .vma import (VM_ACCOUNT, VM_GROWSDOWN, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
-                  VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, PROT_BITS, Vma)
+                  VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE,
+                  PROT_BITS, Vma)
 from ..trace import TraceLog
 from ..errors import Exists, InvalidArgument, OutOfMemory, bug_on
 from ..pmm.frames import (DIRTY as PG_DIRTY, LAZYFREE, LRU, NIL, RMAP_INDEX_BITS, SWAPCACHE,
@@ -111,7 +113,7 @@ def fill_values(va: int, n: int, seed: int) -> np.ndarray:
     return z
 
 
-class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
+class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin, HugeMixin):
     def __init__(self, ft, pmm, events, zero_pfn: int, nr_zones: int, nr_nodes: int = 1):
         self.trace = TraceLog()               # the machine's trace replaces this one
         self.ft = ft
@@ -145,7 +147,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
     def _gauge(self, pfn: int, stat: int, delta: int) -> None:
         self.gauges[self.ft.pb_zone[pfn >> 9]][stat] += delta
 
-    def _alloc(self, ptype: int, cpu: int, node: int, proc=None) -> int:
+    def _alloc(self, ptype: int, cpu: int, node: int, proc=None, ilx: int = -1) -> int:
         """A frame for a page table or a user page, placed by proc's memory policy; when
         memory is short, reclaim (direct reclaim, then the OOM killer) finds one or raises
         FaultOom."""
@@ -153,7 +155,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             highest, mt = ZONE_NORMAL, MigrateType.UNMOVABLE
         else:
             highest, mt = ZONE_MOVABLE, MigrateType.MOVABLE
-        node, zones, il = self._place(proc, node, highest)
+        node, zones, il = self._place(proc, node, highest, ilx)
         pfn = self.pmm.try_alloc_page(node=node, cpu=cpu, highest=highest, mt=mt,
                                       ptype=PageType(ptype), zones=zones)
         if pfn is None:
@@ -165,10 +167,12 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             self._count_interleave(pfn, il)
         return pfn
 
-    def _place(self, proc, node: int, highest: int) -> tuple[int, tuple | None, int]:
+    def _place(self, proc, node: int, highest: int, ilx: int = -1) -> tuple[int, tuple | None, int]:
         """Where proc's memory policy sends its next allocation: (node to start from, the
         zonelist when the policy restricts it (bind) or None, the interleave turn's node or
-        -1)."""
+        -1). ilx, a page's interleave index (its page offset in the mapping, as
+        get_vma_policy computes it), picks an anonymous page's node by its place; without
+        one, the process's counter takes the next node in turn."""
         pol = proc.mempolicy if proc is not None else None
         if pol is None or pol.mode == "local":
             return node, None, -1
@@ -176,7 +180,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             return node, self.pmm.bound_zonelist(node, highest, pol.nodes), -1
         if pol.mode == "preferred":
             return pol.nodes[0], None, -1
-        target = pol.next_interleave()
+        target = pol.next_interleave() if ilx < 0 else pol.nodes[ilx % len(pol.nodes)]
         return target, None, target
 
     def _count_interleave(self, pfn: int, target: int) -> None:
@@ -203,7 +207,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             pfn = self.pmm.try_alloc_page(node=proc.node, cpu=proc.cpu, highest=ZONE_MOVABLE,
                                           mt=MOVABLE, ptype=PT_ANON)
         if pfn is None:
-            pfn = self._alloc(ANON, proc.cpu, proc.node, proc)
+            pfn = self._alloc(ANON, proc.cpu, proc.node, proc, va >> 12)
         ft = self.ft
         ft.rmap[pfn] = (proc.anon_family << RMAP_INDEX_BITS) | (va >> 12)
         zid = ft.pb_zone[pfn >> 9]
@@ -247,6 +251,9 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             i = (va >> shift) & 511
             e = t[i]
             if e & 1:
+                if e & P.PSE:                        # a huge page: its PTEs are wanted now
+                    self.split_huge_pmd(mm, va >> 21)
+                    e = t[i]
                 t = self.tables[(e & PFN_MASK) >> 12]
                 continue
             if not alloc:
@@ -306,8 +313,11 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
             t = self.tables[(e & PFN_MASK) >> 12]
         return None
 
-    def leaf_tables(self, mm: AddressSpace, start: int, end: int):
-        """(table, va of its entry 0, first index, end index) for each PTE table under [start, end)."""
+    def leaf_tables(self, mm: AddressSpace, start: int, end: int, split: bool = True):
+        """(table, va of its entry 0, first index, end index) for each PTE table under [start, end).
+
+        A huge PMD on the way is split first; a reader that changes nothing passes
+        split=False and gets, for it, a copy of the 512 PTEs it stands for."""
         tables = self.tables
         va = start
         while va < end:
@@ -316,6 +326,13 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
                 e = t[(va >> shift) & 511]
                 if not e & 1:
                     break
+                if e & P.PSE:
+                    if split:
+                        self.split_huge_pmd(mm, va >> 21)
+                        e = t[(va >> shift) & 511]
+                    else:
+                        t = self.huge_entries(e)
+                        continue
                 t = tables[(e & PFN_MASK) >> 12]
             else:
                 base = va & ~((1 << 21) - 1)
@@ -336,6 +353,9 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         mm = proc.mm
         if mm.limit is not None:
             return self._limited_access(proc, va, write)
+        if mm.thp and (va >> 21) in mm.thp:
+            pfn = self.huge_access(proc, va, write)
+            return pfn if pfn is not None else self.fault(proc, va, write)
         t = mm.leaf_cache.get(va >> 21) or self.leaf(mm, va)
         if t is not None:
             i = (va >> 12) & 511
@@ -364,7 +384,12 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         accessed = P.ACCESSED
         written = P.ACCESSED | P.DIRTY | P.SOFT_DIRTY
         cache = mm.leaf_cache
+        thp = mm.thp
         for va, write in zip(vas, writes):
+            if thp and (va >> 21) in thp:
+                if self.huge_access(proc, va, write) is None:
+                    self.fault(proc, va, write)
+                continue
             t = cache.get(va >> 21) or self.leaf(mm, va)
             if t is not None:
                 i = (va >> 12) & 511
@@ -393,6 +418,16 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         if write and not vma.writable or not write and not vma.flags & PROT_BITS:
             raise Segv(va, write, self._present(mm, va),
                        why=f"{'write to' if write else 'read of'} a {vma.perms()} mapping")
+        if mm.thp and (va >> 21) in mm.thp:
+            pfn = self.huge_access(proc, va, write)
+            if pfn is not None:
+                return pfn
+            # A write to a read-only huge page: its pages are handled one by one (leaf splits).
+        elif mm.limit is None and self.thp_eligible(vma, va):
+            pfn = self.huge_fault(proc, vma, va, write)
+            if pfn is not None:
+                mm.update_hiwater_rss()
+                return pfn
         t = self.leaf(mm, va, alloc=True, cpu=proc.cpu, node=proc.node, proc=proc)
         pfn = self._handle_fault(proc, vma, va, t, (va >> 12) & 511, write)
         mm.update_hiwater_rss()
@@ -400,6 +435,8 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
 
     def _present(self, mm: AddressSpace, va: int) -> bool:
         """Is a page behind va's entry (the protection bit of the fault's error code)?"""
+        if (va >> 21) in mm.thp:
+            return True
         t = self.leaf(mm, va)
         return t is not None and bool(t[(va >> 12) & 511] & (P.P | P.PROTNONE))
 
@@ -647,7 +684,7 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         mapcount = ft.mapcount_np()
         pb_zone = np.frombuffer(ft.pb_zone, dtype=np.uint8)
         nr_zones = len(self.gauges)
-        cleared = 0
+        cleared = self.zap_huge(mm, start, end) if mm.thp else 0
         for t, base, lo, hi in self.leaf_tables(mm, start, end):
             view = np.frombuffer(t, dtype=U64)[lo:hi]
             nz = np.flatnonzero(view)
@@ -954,7 +991,21 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
                                           f"{v.start:#x}-{v.end:#x} is a {'shared' if v.shared else 'file'} "
                                           f"mapping")
             return sum(self._lazyfree(mm, max(start, v.start), min(end, v.end)) for v in vmas)
-        raise InvalidArgument(f"madvise: unknown advice {advice!r} (dontneed or free)")
+        if advice in ("hugepage", "nohugepage"):
+            self._check_map_count(mm, start, end, unmap=False)
+            for b in (start, end):                   # no huge page may straddle a VMA's edge
+                if b & ~HPAGE_MASK and (b >> 21) in mm.thp:
+                    self.split_huge_pmd(mm, b >> 21)
+            on, off = (VM_HUGEPAGE, VM_NOHUGEPAGE) if advice == "hugepage" else \
+                (VM_NOHUGEPAGE, VM_HUGEPAGE)
+            for vma in mm.isolate(start, end):
+                vma.flags = (vma.flags & ~off) | on
+            for vma in list(mm.overlapping(start, end)):
+                if vma in mm.vmas:
+                    mm.try_merge_around(vma)
+            return 0
+        raise InvalidArgument(f"madvise: unknown advice {advice!r} (dontneed, free, hugepage "
+                              f"or nohugepage)")
 
     def _lazyfree(self, mm: AddressSpace, start: int, end: int) -> int:
         """MADV_FREE: exclusively owned pages become clean and discardable (madvise_free_pte_range)."""
@@ -1195,6 +1246,17 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin):
         do; any other fault through _handle_fault.
         """
         mm = proc.mm
+        if (va >> 21) in mm.thp or self.thp_eligible(vma, va):
+            # One huge PMD covers the whole run: an access through it, or a THP fault.
+            if (va >> 21) in mm.thp:
+                pfn = self.huge_access(proc, va, write)
+            else:
+                pfn = self.huge_fault(proc, vma, va, write)
+                if pfn is not None:
+                    mm.update_hiwater_rss()
+            if pfn is not None:
+                pfns.extend(range(pfn, pfn + ((end - va + PAGE - 1) >> 12)))
+                return
         flags = self.ft.flags
         mapcount = self.ft.mapcount
         new_anon = self._new_anon

@@ -158,7 +158,7 @@ def _stat_lines(s: MemStats, rollup: bool) -> list[str]:
     out += [_kb("Shared_Clean", s.shared_clean), _kb("Shared_Dirty", s.shared_dirty),
             _kb("Private_Clean", s.private_clean), _kb("Private_Dirty", s.private_dirty),
             _kb("Referenced", s.referenced), _kb("Anonymous", s.anonymous), _kb("KSM", 0),
-            _kb("LazyFree", s.lazyfree), _kb("AnonHugePages", 0), _kb("ShmemPmdMapped", 0),
+            _kb("LazyFree", s.lazyfree), _kb("AnonHugePages", s.anon_huge), _kb("ShmemPmdMapped", 0),
             _kb("FilePmdMapped", 0), _kb("Shared_Hugetlb", 0), "Private_Hugetlb:       0 kB\n",
             _kb("Swap", s.swap), _kb("SwapPss", s.swap_pss >> PSS_SHIFT), _kb("Locked", 0)]
     return out
@@ -171,7 +171,7 @@ def show_smaps(m, pid: int) -> str:
         out += [_kb("Size", r.end - r.start), _kb("KernelPageSize", PAGE_SIZE),
                 _kb("MMUPageSize", PAGE_SIZE)]
         out += _stat_lines(r.stats, rollup=False)
-        out.append(f"{'THPeligible:':<16}{0:>8}\n")
+        out.append(f"{'THPeligible:':<16}{int(r.thp_eligible):>8}\n")
         out.append(f"VmFlags: {r.vmflags}\n")
     return "".join(out)
 

@@ -809,8 +809,8 @@ def test_removing_a_dimm_migrates_each_page_it_holds_exactly_once(small, invaria
     assert event(m, "balloon_migrate") - bm == 1000
     assert [line.split("] ", 1)[1] for line in m.kmsg_lines()[-3:-1]] == \
         [f"Offlined Pages {BP}"] * 2
-    assert m.kmsg_lines()[-1].endswith(f"memory: dimm0 removed (memory32-memory33, 7000 pages "
-                                       f"migrated)")
+    assert m.kmsg_lines()[-1].endswith("memory: dimm0 removed (memory32-memory33, 7000 pages "
+                                       "migrated)")
     assert m.hotplug.dimms == {} and zones(m) == BOOT_ZONES
     assert m.meminfo().total == SMALL_MEMTOTAL and m.balloon.actual == 1000
     invariants(m)
