@@ -57,7 +57,7 @@ NOT_ORDER = np.uint16(0xFFFF & ~ORDER_MASK)
 
 class HugeMixin:
     # The host class (Vmm) provides ft, pmm, tables, gauges, lru, events, trace, _place,
-    # _count_interleave, _pte_bits, _gauge, _free_table, fault().
+    # _count_interleave, _pte_bits, _gauge, _alloc, _new_table, _free_table.
 
     thp_mode = "madvise"
 
@@ -90,12 +90,8 @@ class HugeMixin:
                 if not alloc:
                     return None
                 pfn = self._alloc(int(PageType.PAGETABLE), proc.cpu, proc.node, proc)
-                new = array("Q", TABLE_BYTES)
-                self.tables[pfn] = new
-                self._gauge(pfn, PageStat.PAGETABLE, 1)
-                mm.pt_pages += 1
                 t[i] = (pfn << 12) | P.PAGE_TABLE
-                t = new
+                t = self._new_table(mm, pfn)
                 continue
             t = self.tables[(e & PFN_MASK) >> 12]
         return t, (va >> 21) & 511
@@ -144,9 +140,7 @@ class HugeMixin:
             self._count_interleave(head, il)
         if til >= 0:
             self._count_interleave(dep, til)
-        self.tables[dep] = array("Q", TABLE_BYTES)
-        self._gauge(dep, PageStat.PAGETABLE, 1)
-        mm.pt_pages += 1
+        self._new_table(mm, dep)
         haddr = va & HPAGE_MASK
         region = haddr >> 21
         mm.thp[region] = dep

@@ -259,14 +259,18 @@ class Vmm(RmapMixin, SwapInMixin, LimitMixin, MigrateMixin, HugeMixin):
             if not alloc:
                 return None
             pfn = self._alloc(PAGETABLE, cpu, node, proc)
-            new = array("Q", TABLE_BYTES)
-            self.tables[pfn] = new
-            self._gauge(pfn, PageStat.PAGETABLE, 1)
-            mm.pt_pages += 1
             t[i] = (pfn << 12) | P.PAGE_TABLE
-            t = new
+            t = self._new_table(mm, pfn)
         mm.leaf_cache[va >> 21] = t
         return t
+
+    def _new_table(self, mm: AddressSpace, pfn: int) -> array:
+        """Frame pfn (a fresh PAGETABLE frame) becomes one of mm's tables, all entries none."""
+        new = array("Q", TABLE_BYTES)
+        self.tables[pfn] = new
+        self._gauge(pfn, PageStat.PAGETABLE, 1)
+        mm.pt_pages += 1
+        return new
 
     def _free_table(self, mm: AddressSpace | None, pfn: int) -> None:
         del self.tables[pfn]
