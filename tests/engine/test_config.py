@@ -5,7 +5,7 @@ test shows the one line that changed.
 """
 import pytest
 
-from engine import ConfigError, Machine, load
+from engine import ConfigError, load
 from memfs.machines import builtin, builtin_names
 
 SMALL = builtin("small").read_text()

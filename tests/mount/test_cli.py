@@ -1,8 +1,6 @@
 """The memfs command line: mount errors, umount, --help, stale mounts."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest

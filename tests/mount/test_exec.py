@@ -6,7 +6,6 @@ the kernel keeps 158 low pages, 8192 image pages, and the memmap of each node:
 node 0 has 524190 pages -> ceil(524190*64/4096) = 8191, node 1 has 524256 -> 8192.
 MemTotal = 1048446 - 158 - 8192 - 8191 - 8192 = 1023713 pages = 4094852 kB.
 """
-import subprocess
 import sys
 
 from .conftest import memfs

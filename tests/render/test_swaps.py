@@ -1,5 +1,4 @@
 """/proc/swaps: tab layout, path padded to column 40, the extra-tab rule."""
-import pytest
 import yaml
 
 from engine import Machine, parse

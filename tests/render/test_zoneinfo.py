@@ -8,8 +8,6 @@ Every free block sits on a Movable list at boot, and every pageblock is Movable.
 """
 import re
 
-import pytest
-
 from memfs.proc.zoneinfo import capped_count, show_buddyinfo, show_pagetypeinfo, show_zoneinfo
 
 ZONES = ("DMA", "DMA32", "Normal", "Movable", "Device")
