@@ -132,8 +132,7 @@ from .errors import InternalError
 from .heap.heap import ALIGN as HEAP_ALIGN, FENCE, GUARD, HDR, MINSIZE, size_class
 from .pmm.frames import (ACTIVE, BUDDY, DIRTY, KOWNER_BALLOON, KOWNER_ZSWAP, LAZYFREE, LRU, MAX_ORDER, NIL, NR_MIGRATE, NR_ORDERS,
                          ORDER_MASK, ORDER_SHIFT, PAGEBLOCK_ORDER, PCP, REFERENCED, RMAP_INDEX_BITS,
-                         SWAPCACHE, THP_HEAD, THP_TAIL, TYPE_MASK, MigrateType, PageType)
-from .pmm.hugetlb import HPAGE_PAGES
+                         SWAPCACHE, HPAGE_PMD_NR, THP_HEAD, THP_TAIL, TYPE_MASK, MigrateType, PageType)
 from .pmm.zone import NR_ZONES
 from .reclaim.lru import GAUGE as LRU_GAUGE, LRU_NAMES, NR_LRU
 from .reclaim.swap import COUNT_MASK, HAS_CACHE, SWP_OFFSET_BITS
@@ -575,7 +574,7 @@ def _check_hugetlb(machine, flags: np.ndarray) -> None:
     of its node, unmapped, off every list; the pool's counts add up."""
     pool = machine.hugetlb
     ft = machine.ft
-    nr = HPAGE_PAGES
+    nr = HPAGE_PMD_NR
     heads = []
     for node, free_list in enumerate(pool.free_lists):
         h = np.frombuffer(free_list, dtype=np.uint32).astype(np.int64)
@@ -773,19 +772,18 @@ def _check_huge_pmd(machine, flags: np.ndarray, p, mm, va: int, e: int) -> None:
     if (va >> 21) not in mm.thp:
         _fail(f"{where} has no deposited table in mm.thp")
     vma = mm.find(va)
-    if vma is None or vma.file is not None or vma.shared or vma.end < va + (2 << 20) \
+    if vma is None or vma.file is not None or vma.shared or vma.end < va + (HPAGE_PMD_NR << 12) \
             or vma.start > va:
         _fail(f"{where} is not inside one private anonymous VMA ({vma!r})")
     head = (e & P.PFN_MASK) >> 12
-    if head % 512 or head + 512 > flags.size:
+    if head % HPAGE_PMD_NR or head + HPAGE_PMD_NR > flags.size:
         _fail(f"{where}: head pfn {head:#x} is not a 512-aligned block of frames")
-    f = flags[head:head + 512]
+    f = flags[head:head + HPAGE_PMD_NR]
     if ((f & TYPE_MASK) != ANON).any():
         _fail(f"{where}: frame {head + _first((f & TYPE_MASK) != ANON):#x} is not ANON")
     if f[0] & ORDER_MASK != THP_HEAD or ((f[1:] & ORDER_MASK) != THP_TAIL).any():
         _fail(f"{where}: its frames are not marked THP head then 511 tails")
-    zones = np.frombuffer(machine.ft.pb_zone, dtype=np.uint8)[head >> 9]
-    if machine.ft.pb_zone[(head + 511) >> 9] != zones:
+    if machine.ft.pb_zone[head >> 9] != machine.ft.pb_zone[(head + HPAGE_PMD_NR - 1) >> 9]:
         _fail(f"{where}: the block spans two zones")
 
 
@@ -808,9 +806,9 @@ def _check_thp(machine, flags: np.ndarray, spaces) -> None:
     if heads != found:
         _fail(f"THP heads marked in the frame table {sorted(heads)[:4]} differ from the huge "
               f"PMDs' {sorted(found)[:4]}")
-    if int(marked.sum()) != 512 * len(found):
+    if int(marked.sum()) != HPAGE_PMD_NR * len(found):
         _fail(f"{int(marked.sum())} frames carry THP marks, {len(found)} huge pages hold "
-              f"{512 * len(found)}")
+              f"{HPAGE_PMD_NR * len(found)}")
     for zid, n in enumerate(per_zone):
         if machine.vmm.gauges[zid][PageStat.ANON_THPS] != n:
             _fail(f"zone {zid}: nr_anon_transparent_hugepages says "

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 from array import array
 
-from .frames import PAGEBLOCK_ORDER, MigrateType, PageType
+from .frames import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MigrateType, PageType
 from .zone import ZONE_NORMAL
 from ..stats import VmEvent
 
-HPAGE_ORDER = PAGEBLOCK_ORDER              # the default hstate on x86-64: 2 MiB
-HPAGE_PAGES = 1 << HPAGE_ORDER             # 512 frames
-HPAGE_KB = HPAGE_PAGES * 4                 # 2048 kB
+# The default hstate on x86-64 is the PMD size: order 9, 512 frames, 2048 kB.
+HPAGE_KB = HPAGE_PMD_NR * 4
 HPAGE_NAME = f"hugepages-{HPAGE_KB}kB"     # its sysfs directory
 MAX_COUNT = (1 << 63) - 1                  # the largest count a write may ask for
 
@@ -79,11 +78,7 @@ class HugetlbPool:
 
     def total_pages(self, node: int | None = None) -> int:
         """Frames the pool holds (hugetlb_total_pages; vmstat nr_hugetlb)."""
-        return self.nr_on(node) * HPAGE_PAGES
-
-    def heads(self, node: int) -> list[int]:
-        """Head pfns of the node's pool pages (all free)."""
-        return list(self.free_lists[node])
+        return self.nr_on(node) * HPAGE_PMD_NR
 
     # ------------------------------------------------------------------
     # resizing
@@ -168,14 +163,14 @@ class HugetlbPool:
         def attempt():
             if not zones:
                 return None
-            return pmm.try_alloc_block(HPAGE_ORDER, node=nid, cpu=0, highest=ZONE_NORMAL,
+            return pmm.try_alloc_block(HPAGE_PMD_ORDER, node=nid, cpu=0, highest=ZONE_NORMAL,
                                        mt=MigrateType.MOVABLE, ptype=PageType.HUGETLB,
                                        zones=zones)
         pfn = attempt()
         if pfn is None:
             # compaction_suitable: only zones with the free frames, watermark included
             suitable = [z for z in zones
-                        if pmm.watermark_ok(z, HPAGE_PAGES, z.wmark_low, ZONE_NORMAL)]
+                        if pmm.watermark_ok(z, HPAGE_PMD_NR, z.wmark_low, ZONE_NORMAL)]
             if suitable:
                 m.events[VmEvent.COMPACT_STALL] += 1
                 for z in suitable:
@@ -191,4 +186,4 @@ class HugetlbPool:
         """update_and_free_hugetlb_folio: the node's newest free pool page goes back."""
         pfn = self.free_lists[nid].pop()
         self.nr_node[nid] -= 1
-        self.m.pmm.free_block(pfn, HPAGE_ORDER)
+        self.m.pmm.free_block(pfn, HPAGE_PMD_ORDER)

@@ -209,11 +209,6 @@ class HugeMixin:
         self.events[VmEvent.THP_SPLIT_PMD] += 1
         self.events[VmEvent.THP_SPLIT_PAGE] += 1
 
-    def split_huge_range(self, mm, start: int, end: int) -> None:
-        """Split every huge PMD overlapping [start, end)."""
-        for region in [r for r in mm.thp if r << 21 < end and (r + 1) << 21 > start]:
-            self.split_huge_pmd(mm, region)
-
     def zap_huge(self, mm, start: int, end: int) -> int:
         """The huge PMDs in [start, end): each one wholly inside is unmapped and its block
         freed (zap_huge_pmd), each one partly inside is split (the caller zaps its PTEs).
